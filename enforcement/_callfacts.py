@@ -1,0 +1,217 @@
+"""What a call says about itself, read lazily from its ``usage_metadata``.
+
+A check against rules that carry no filters and no per-person breakdown reads
+none of this, so the common allow path never touches the metadata. Every
+reader mirrors how the reference SDK builds its metering record, because the
+server counts spend against what that record carries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Optional
+
+__all__ = ["CallFacts", "SubscriberEmail", "normalize_email"]
+
+_SUBSCRIBER_STORED_LENGTH = 255
+_UNSET: Any = object()
+_CREDENTIAL_ALIAS_ENV = "REVENIUM_CREDENTIAL_ALIAS"
+
+
+def normalize_email(email: str) -> str:
+    """The one canonical form of an address: trimmed and lower-cased.
+
+    The control plane keys every department map by this form, so a caller's
+    address is looked up in it too. ``lower()`` rather than ``casefold()``:
+    the server's lower-casing is simple case mapping (``ß`` stays ``ß``).
+
+    >>> normalize_email("  Dev@Example.COM ")
+    'dev@example.com'
+    """
+    return email.strip().lower()
+
+
+class SubscriberEmail(str):
+    """A SUBSCRIBER filter value that the server compares as an email."""
+
+    __slots__ = ()
+
+
+def _stored(value: Any) -> Any:
+    """A subscriber id or email as the server stores it: text cut to 255 characters."""
+    if isinstance(value, str) and len(value) > _SUBSCRIBER_STORED_LENGTH:
+        return value[:_SUBSCRIBER_STORED_LENGTH]
+    return value
+
+
+def extract_subscriber(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The subscriber the metering record would carry: nested first, else the flat keys."""
+    subscriber: dict[str, Any] = {}
+    nested = metadata.get("subscriber")
+    if isinstance(nested, dict):
+        if nested.get("id"):
+            subscriber["id"] = nested["id"]
+        if nested.get("email"):
+            subscriber["email"] = nested["email"]
+        credential = nested.get("credential")
+        if credential and isinstance(credential, dict):
+            subscriber["credential"] = {"name": credential.get("name"),
+                                        "value": credential.get("value")}
+    if not subscriber:
+        if metadata.get("subscriber_id"):
+            subscriber["id"] = metadata["subscriber_id"]
+        if metadata.get("subscriber_email"):
+            subscriber["email"] = metadata["subscriber_email"]
+        if metadata.get("subscriber_credential_name") or metadata.get("subscriber_credential"):
+            subscriber["credential"] = {"name": metadata.get("subscriber_credential_name"),
+                                        "value": metadata.get("subscriber_credential")}
+    return subscriber
+
+
+def _first_set(metadata: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        value = metadata.get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def _has_identity(subscriber: Mapping[str, Any]) -> bool:
+    for key in ("id", "email"):
+        value = subscriber.get(key)
+        if (value.strip() != "") if isinstance(value, str) else value is not None:
+            return True
+    return False
+
+
+def _with_credential_alias(subscriber: dict[str, Any], alias: Any) -> dict[str, Any]:
+    """The subscriber with the credential alias as its credential name, where the record would."""
+    if not isinstance(alias, str) or not alias.strip() or _has_identity(subscriber):
+        return subscriber
+    credential = subscriber.get("credential")
+    if credential is None:
+        credential = {}
+    if not isinstance(credential, dict):
+        return subscriber
+    value = credential.get("value")
+    if credential.get("name") or (isinstance(value, str) and value != ""):
+        return subscriber
+    return {**subscriber, "credential": {**credential, "name": alias.strip()}}
+
+
+def _subscriber_id_key(value: Any) -> Optional[str]:
+    """The ``groupValue`` text the server stores for a subscriber id, if any."""
+    if isinstance(value, str):
+        return value or None
+    if type(value) is int and value != 0:
+        return str(value)
+    return None
+
+
+class CallFacts:
+    """One call's model, provider and metadata, each derived value computed once."""
+
+    __slots__ = ("_credential", "_dimension_values", "_environ", "_subscriber",
+                 "metadata", "model", "provider")
+
+    def __init__(self, metadata: Optional[Mapping[str, Any]], model: Any, provider: Any,
+                 environ: Optional[Mapping[str, str]] = None) -> None:
+        self.metadata: Mapping[str, Any] = metadata if isinstance(metadata, Mapping) else {}
+        self.model = model
+        self.provider = provider
+        self._environ = environ
+        self._subscriber: Optional[dict[str, Any]] = None
+        self._credential: Any = _UNSET
+        self._dimension_values: Optional[dict[str, Any]] = None
+
+    @property
+    def subscriber(self) -> dict[str, Any]:
+        if self._subscriber is None:
+            self._subscriber = extract_subscriber(self.metadata)
+        return self._subscriber
+
+    def group_keys(self) -> list[str]:
+        """The caller's ``groupValue`` keys in lookup order: one id, then emails."""
+        subscriber, metadata = self.subscriber, self.metadata
+        keys: list[str] = []
+        for candidate in (subscriber.get("id"), metadata.get("subscriber_id")):
+            key = _subscriber_id_key(_stored(candidate))
+            if key is not None:
+                keys.append(key)
+                break
+        for raw in (subscriber.get("email"), metadata.get("subscriber_email")):
+            email = _stored(raw)
+            if isinstance(email, str) and email:
+                normalized = normalize_email(email)
+                if normalized:
+                    keys.append(normalized)
+                keys.append(email)
+        return keys
+
+    def caller_email(self) -> Optional[str]:
+        """The normalized address department maps are keyed by: nested wins over flat."""
+        for raw in (self.subscriber.get("email"), self.metadata.get("subscriber_email")):
+            email = _stored(raw)
+            if isinstance(email, str) and email:
+                return normalize_email(email) or None
+        return None
+
+    def credential(self) -> dict[str, Any]:
+        if self._credential is _UNSET:
+            alias = _first_set_truthy(self.metadata, "credentialAlias", "credential_alias")
+            if not alias and self._environ is not None:
+                alias = self._environ.get(_CREDENTIAL_ALIAS_ENV)
+            subscriber = _with_credential_alias(self.subscriber, alias)
+            self._credential = subscriber.get("credential") or {}
+        credential: dict[str, Any] = self._credential
+        return credential
+
+    def names_credential_only_by_value(self) -> bool:
+        credential = self.credential()
+        return credential.get("name") is None and credential.get("value") is not None
+
+    def value(self, dimension: str) -> Any:
+        """The call's value under a filter dimension, as its metering record carries it."""
+        if dimension == "MODEL":
+            return self.model
+        if dimension == "PROVIDER":
+            return self.provider
+        values = self._dimension_values
+        if values is None:
+            values = self._dimension_values = {}
+        elif dimension in values:
+            return values[dimension]
+        value = values[dimension] = self._read(dimension)
+        return value
+
+    def _read(self, dimension: str) -> Any:
+        metadata = self.metadata
+        if dimension == "AGENT":
+            return metadata.get("agent")
+        if dimension == "TASK_TYPE":
+            return _first_set(metadata, "task_type", "taskType")
+        if dimension == "PRODUCT":
+            return _first_set(metadata, "product_name", "productName", "product_id", "productId")
+        if dimension == "ORGANIZATION":
+            return _first_set(metadata, "organization_name", "organizationName",
+                              "organization_id", "organizationId")
+        if dimension == "SUBSCRIBER":
+            email = _stored(self.subscriber.get("email"))
+            if isinstance(email, str) and email.strip():
+                return SubscriberEmail(email)
+            if email is not None and not isinstance(email, str):
+                return email
+            return _stored(self.subscriber.get("id"))
+        if dimension == "CREDENTIAL":
+            credential = self.credential()
+            name = credential.get("name")
+            return name if name is not None else credential.get("value")
+        raise KeyError(dimension)
+
+
+def _first_set_truthy(metadata: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        value = metadata.get(key)
+        if value:
+            return value
+    return None

@@ -1,0 +1,281 @@
+"""Rule filters: parsed once per rule set, judged per call.
+
+A filter row is ``{"dimension", "operator", "value"}`` (``IN`` reads
+``values``). The server counts a call toward a cap when every row holds for
+the metering record the call produces, so each row is judged on what that
+record will carry. The rules that make that subtle (snapshot dates, routes,
+Azure deployments, vendor aliases, per-dimension case) are the reference
+SDK's, which the differential test in ``tests/compat`` holds us to.
+
+A row we cannot judge (malformed, an unknown dimension or operator, a value we
+were not told) *holds*: a cap is never weakened by what we do not understand.
+Rows that hold whatever the call are dropped when the rule set is compiled.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any, Callable, Optional
+
+from ._callfacts import CallFacts, SubscriberEmail, normalize_email
+from ._vendor_models import SERVED_BY_ALIAS
+
+__all__ = ["CompiledFilter", "compile_filters", "filters_hold"]
+
+OPERATORS = frozenset({"IS", "IS_NOT", "CONTAINS", "STARTS_WITH", "ENDS_WITH", "IN"})
+DIMENSIONS = frozenset({"MODEL", "PROVIDER", "AGENT", "TASK_TYPE", "PRODUCT",
+                        "ORGANIZATION", "SUBSCRIBER", "CREDENTIAL"})
+# The record always carries these when the caller gave them, so a call that
+# gave none is outside every filter on them except IS_NOT, as on the server.
+_COMPARED_WHEN_ABSENT = frozenset({"AGENT", "TASK_TYPE", "PRODUCT", "ORGANIZATION",
+                                   "SUBSCRIBER", "CREDENTIAL"})
+# Dimensions a department candidate's rule is not judged on: the server
+# already resolved them when it listed the candidate for the caller.
+CANDIDATE_DECIDED = frozenset({"DEPARTMENT", "ORG_UNIT", "SUBSCRIBER"})
+CANDIDATE_DECIDED_WITH_CREDENTIAL = CANDIDATE_DECIDED | {"CREDENTIAL"}
+
+# A provider label also counts toward its alias target's caps, one way only.
+_PROVIDER_ALIAS_BUCKETS = {
+    "FOUNDRY": frozenset({"FOUNDRY", "ANTHROPIC"}),
+    "CLAUDECODE": frozenset({"CLAUDECODE", "ANTHROPIC"}),
+    "CLAUDECOWORK": frozenset({"CLAUDECOWORK", "ANTHROPIC"}),
+    "CODEXCLI": frozenset({"CODEXCLI", "OPENAI"}),
+    "GEMINICLI": frozenset({"GEMINICLI", "GOOGLE"}),
+}
+
+_SNAPSHOT = r"(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4})"
+_CARRIES_SNAPSHOT = re.compile(r"-" + _SNAPSHOT + r"(?=-|$)")
+_SNAPSHOT_TAIL = re.compile(r"-" + _SNAPSHOT + r"$")
+_VERTEX_AT_SNAPSHOT = re.compile(r"@(?=" + _SNAPSHOT + r"$)")
+_LATEST = "-latest"
+_GEMINI_LATEST = re.compile(r"gemini-([a-z][a-z-]*?)-latest")
+_GEMINI_VERSION = r"gemini-\d+(?:\.\d+)*-"
+_GEMINI_REVISION = r"(?:-preview(?:-\d{2}-\d{2}(?:\d{2})?)?|-\d{3})?"
+_AZURE_ROUTES = ("azure/", "azure_ai/")
+_GOOGLE_LABELS = frozenset({"GOOGLE", "GEMINICLI"})
+_GOOGLE_ROUTES = ("gemini/", "vertex_ai/", "vertex_ai_beta/")
+_XAI_LABELS = frozenset({"XAI"})
+_XAI_ROUTES = ("xai/",)
+
+_SCALAR: dict[str, Callable[[str, str], bool]] = {
+    "IS": lambda actual, expected: actual == expected,
+    "IS_NOT": lambda actual, expected: actual != expected,
+    "CONTAINS": lambda actual, expected: expected in actual,
+    "STARTS_WITH": lambda actual, expected: actual.startswith(expected),
+    "ENDS_WITH": lambda actual, expected: actual.endswith(expected),
+}
+_EMAIL_EQUALITY = frozenset({"IS", "IS_NOT", "IN"})
+
+
+def _compare(operator: str, actual: str, expected: list[str]) -> bool:
+    if operator == "IN":
+        return actual in expected
+    return _SCALAR[operator](actual, expected[0])
+
+
+class CompiledFilter:
+    """One filter row that can exclude a call, with its values ready to compare."""
+
+    __slots__ = ("dimension", "expected", "expected_lower", "operator")
+
+    def __init__(self, dimension: str, operator: str, expected: list[str]) -> None:
+        self.dimension = dimension
+        self.operator = operator
+        self.expected = expected
+        self.expected_lower = [value.lower() for value in expected]
+
+    def holds(self, facts: CallFacts, ignore_case: bool) -> bool:
+        """Whether the call's record falls inside this row."""
+        actual = facts.value(self.dimension)
+        if actual is None and self.dimension in _COMPARED_WHEN_ABSENT:
+            return self.operator == "IS_NOT"
+        if not isinstance(actual, str):
+            return True
+        if self.dimension == "MODEL":
+            expected = self.expected
+            if ignore_case:
+                actual, expected = _lowercased_model(actual), self.expected_lower
+            return _model_matches(self.operator, expected, actual, facts.provider)
+        if self.dimension == "PROVIDER":
+            return _provider_matches(self.operator, actual, self.expected)
+        if isinstance(actual, SubscriberEmail):
+            fold = normalize_email if self.operator in _EMAIL_EQUALITY else str.lower
+            return _compare(self.operator, fold(actual), [fold(v) for v in self.expected])
+        if ignore_case:
+            return _compare(self.operator, actual.lower(), self.expected_lower)
+        return _compare(self.operator, actual, self.expected)
+
+
+class CompiledFilters:
+    """A rule's rows. ``always`` is set when no row can exclude any call."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: list[tuple[str, Optional[CompiledFilter]]]) -> None:
+        # (dimension, compiled row or None for "holds unless decided").
+        self.rows = rows
+
+    def hold(self, facts: CallFacts, ignore_case: bool = False,
+             decided: frozenset[str] = frozenset()) -> bool:
+        """Whether every row holds; anything unexpected keeps the rule applying."""
+        try:
+            for dimension, row in self.rows:
+                if row is None or dimension in decided:
+                    continue
+                if not row.holds(facts, ignore_case):
+                    return False
+            return True
+        except Exception:
+            return True
+
+
+def compile_filters(raw: Any) -> Optional[CompiledFilters]:
+    """Parse a rule's ``filters``; ``None`` when no row can ever exclude a call."""
+    if not isinstance(raw, list) or not raw:
+        return None
+    rows: list[tuple[str, Optional[CompiledFilter]]] = []
+    for entry in raw:
+        row = _compile_row(entry)
+        if row is not None:
+            rows.append((row.dimension, row))
+    return CompiledFilters(rows) if rows else None
+
+
+def _compile_row(entry: Any) -> Optional[CompiledFilter]:
+    if not isinstance(entry, dict):
+        return None
+    dimension, operator = entry.get("dimension"), entry.get("operator")
+    if not isinstance(dimension, str) or not isinstance(operator, str):
+        return None
+    if operator not in OPERATORS or dimension not in DIMENSIONS:
+        return None
+    if operator == "IN":
+        values = entry.get("values")
+        expected = [v for v in values if isinstance(v, str)] if isinstance(values, list) else []
+    else:
+        value = entry.get("value")
+        expected = [value] if isinstance(value, str) else []
+    if not expected:
+        return None
+    return CompiledFilter(dimension, operator, expected)
+
+
+def filters_hold(filters: Optional[CompiledFilters], facts: CallFacts) -> bool:
+    """Convenience for the rule loop: no compiled rows means the rule covers every call."""
+    return filters is None or filters.hold(facts)
+
+
+# -- PROVIDER ---------------------------------------------------------------
+
+
+def _via_alias(actual: str, expected: str) -> bool:
+    return expected.upper() in _PROVIDER_ALIAS_BUCKETS.get(actual.upper(), ())
+
+
+def _provider_matches(operator: str, actual: str, expected: list[str]) -> bool:
+    """Case-blind, and an aliased label is inside filters naming its alias target."""
+    if operator == "IN":
+        low = actual.lower()
+        return any(value.lower() == low or _via_alias(actual, value) for value in expected)
+    if operator in ("IS", "IS_NOT") and _via_alias(actual, expected[0]):
+        return operator == "IS"
+    return _compare(operator, actual.lower(), [value.lower() for value in expected])
+
+
+# -- MODEL ------------------------------------------------------------------
+
+
+class ModelKnownByAliases(str):
+    """A model string with the other names the same model is known by."""
+
+    aliases: frozenset[str]
+
+    def __new__(cls, model: str, *aliases: str) -> ModelKnownByAliases:
+        instance = super().__new__(cls, model)
+        instance.aliases = frozenset(aliases)
+        return instance
+
+
+def _aliases(model: str) -> Iterable[str]:
+    aliases = getattr(model, "aliases", None)
+    return aliases if aliases is not None else ()
+
+
+def _lowercased_model(model: str) -> str:
+    aliases = getattr(model, "aliases", None)
+    if aliases is None:
+        return model.lower()
+    return ModelKnownByAliases(model.lower(), *(alias.lower() for alias in aliases))
+
+
+def _dash_dated(model: str) -> str:
+    """Vertex's ``name@20251001`` written ``name-20251001``."""
+    return _VERTEX_AT_SNAPSHOT.sub("-", model)
+
+
+def _metered_forms(model: str) -> set[str]:
+    """Names the server may meter a requested model under."""
+    forms = {model, *_aliases(model)}
+    if "/" in model:
+        forms.add(model.split("/", 1)[1])
+    forms.update([_dash_dated(form) for form in forms])
+    forms.update([form[: -len(_LATEST)] for form in forms if form.endswith(_LATEST)])
+    return forms
+
+
+def _may_reach(provider: Any, model: str, labels: frozenset[str], routes: tuple[str, ...]) -> bool:
+    if not isinstance(provider, str):
+        return True
+    label = provider.upper()
+    if label == "LITELLM" and "/" not in model:
+        return True
+    return label in labels or model.lower().startswith(routes)
+
+
+def _candidates(model: str, expected: list[str], provider: Any) -> set[str]:
+    """Metered forms, widened by the expected value's snapshot date and vendor aliases."""
+    forms = _metered_forms(model)
+    tails = {m.group(0) for m in map(_SNAPSHOT_TAIL.search, expected) if m}
+    undated = [form for form in forms if not _CARRIES_SNAPSHOT.search(form)]
+    candidates = forms | {form + tail for form in undated for tail in tails}
+    if _may_reach(provider, model, _GOOGLE_LABELS, _GOOGLE_ROUTES):
+        candidates |= _gemini_latest_served(forms, expected)
+    if _may_reach(provider, model, _XAI_LABELS, _XAI_ROUTES):
+        candidates |= {served for form in forms
+                       for served in SERVED_BY_ALIAS.get(form.rsplit("/", 1)[-1], ())}
+    return candidates
+
+
+def _gemini_latest_served(forms: set[str], expected: list[str]) -> set[str]:
+    """Expected values that ``gemini-<tier>-latest`` may currently be served as."""
+    served = []
+    for form in forms:
+        alias = _GEMINI_LATEST.fullmatch(form.rsplit("/", 1)[-1])
+        if alias:
+            served.append(re.compile(_GEMINI_VERSION + re.escape(alias.group(1)) + _GEMINI_REVISION))
+    if not served:
+        return set()
+    return {value for value in expected if any(name.fullmatch(value) for name in served)}
+
+
+def _spellings(operator: str, expected: list[str]) -> list[list[str]]:
+    if operator not in ("IS", "IN"):
+        return [expected]
+    dashed = [_dash_dated(value) for value in expected]
+    return [expected] if dashed == expected else [expected, dashed]
+
+
+def _model_matches(operator: str, expected: list[str], model: str, provider: Any) -> bool:
+    """Judge the model the server will meter; an Azure deployment name always matches."""
+    if (isinstance(provider, str) and provider.lower() == "azure") or model.lower().startswith(
+            _AZURE_ROUTES):
+        return True
+    if operator == "IS_NOT":
+        # An undated request may be metered under a date the filter does not name.
+        if not _CARRIES_SNAPSHOT.search(model):
+            return True
+        return not any(form == expected[0] for form in _metered_forms(str(model)))
+    return any(_compare(operator, candidate, values)
+               for values in _spellings(operator, expected)
+               for candidate in _candidates(model, values, provider))

@@ -1,0 +1,381 @@
+"""A rule set compiled once per payload, and the verdict it gives a call.
+
+Compiling decides everything that does not depend on the call: which rules
+can trip at all (a rule nobody is over can never block, so it is not walked),
+each per-person breakdown as a dict, department maps keyed by normalized
+email, filters parsed, window ends as epoch seconds, the error each rule
+would raise. A :class:`RuleSet` is immutable once built; the engine swaps a
+new one in by reference, so a check takes no lock and copies nothing, and its
+cost follows the number of *tripped* rules, not the size of the rule set.
+
+The verdict order is CONTRACT §3 steps 5 to 7.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Optional, Protocol
+
+from ._callfacts import CallFacts
+from ._errors import BudgetExceededError
+from ._filters import CANDIDATE_DECIDED, CANDIDATE_DECIDED_WITH_CREDENTIAL, CompiledFilters
+from ._filters import compile_filters
+from ._wire import Candidate, Payload, coerce_float, first_present
+
+__all__ = ["CompiledRule", "Observer", "RuleSet", "RuleVerdict", "rules_fingerprint"]
+
+_DEPARTMENT_ID_KEYS = ("departmentId", "orgUnitId")
+_DEPARTMENT_GROUPS = frozenset({"DEPARTMENT", "ORG_UNIT"})
+DEPARTMENT_FALLBACK_NAME = "Department budget"
+_BLOCK_PREFIX = "Request blocked by Revenium enforcement rule: "
+_WINDOW_END = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?([+-]\d{2}:\d{2})?")
+
+
+class Observer(Protocol):
+    """What a verdict reports besides raising: the engine logs and counts these."""
+
+    def warn_only(self, rule: CompiledRule, current_value: Optional[float]) -> None: ...
+
+    def shadow_would_block(self, rule: CompiledRule, current_value: Optional[float]) -> None: ...
+
+    def department_not_blocking(self, rule: CompiledRule, reason: str) -> None: ...
+
+    def warn_tier(self, ruleset: RuleSet, email: str, rule_id: int,
+                  balance: Optional[float]) -> None: ...
+
+
+def rules_fingerprint(rules: list[Any]) -> str:
+    """The digest that binds a department-map snapshot to the rules it was cut from."""
+    canonical = json.dumps(rules, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def parse_window_end(raw: Any) -> Optional[float]:
+    """``windowEnd`` as epoch seconds; ``None`` (never ends) when absent or unreadable.
+
+    ISO-8601 with up to nine fraction digits, ``Z`` or an offset and maybe a
+    ``[Zone]`` suffix, read as UTC without an offset; or epoch seconds, which
+    the reference SDK ignores (CONTRACT §7).
+    """
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return float(raw) if raw == raw else None
+    if not isinstance(raw, str):
+        return None
+    try:
+        text = raw.strip().split("[", 1)[0]
+        if text[-1:] in ("Z", "z"):
+            text = text[:-1] + "+00:00"
+        match = _WINDOW_END.fullmatch(text)
+        if match is None:
+            return None
+        seconds, fraction, offset = match.groups()
+        parsed = datetime.datetime.fromisoformat(
+            f"{seconds}.{(fraction or '')[:6].ljust(6, '0')}{offset or ''}")
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+        return parsed.timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _iso_utc(epoch: float) -> Optional[str]:
+    try:
+        moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _deny_message(raw: Any) -> Optional[str]:
+    return (raw.strip() or None) if isinstance(raw, str) else None
+
+
+def _action_blocks(action: Any) -> bool:
+    """Only BLOCK (or no action at all) refuses a call; WARN_ONLY, THROTTLE, NOTIFY warn."""
+    if action is None:
+        return True
+    return isinstance(action, str) and action.strip().upper() == "BLOCK"
+
+
+def _is_department_rule(rule: dict[str, Any]) -> bool:
+    if first_present(rule, _DEPARTMENT_ID_KEYS) is not None:
+        return True
+    group_by = rule.get("groupBy")
+    return isinstance(group_by, str) and group_by.strip().upper() in _DEPARTMENT_GROUPS
+
+
+def _group_index(rule: dict[str, Any]) -> Optional[dict[str, tuple[bool, Optional[float]]]]:
+    """``groupValue -> (breached, currentValue)`` when the breakdown holds the verdict."""
+    breakdown = rule.get("groupBreakdown")
+    if not isinstance(breakdown, list):
+        return None
+    group_by = rule.get("groupBy")
+    if not breakdown and not (isinstance(group_by, str) and group_by.strip()):
+        return None
+    index: dict[str, tuple[bool, Optional[float]]] = {}
+    for entry in breakdown:
+        if isinstance(entry, dict):
+            key = entry.get("groupValue")
+            if isinstance(key, str) and key not in index:
+                index[key] = (bool(entry.get("breached", False)),
+                              coerce_float(entry.get("currentValue")))
+    return index
+
+
+class CompiledRule:
+    """One rule with every per-call question answered in advance where it can be."""
+
+    __slots__ = ("action", "blocks_action", "can_trip", "credential", "current_value",
+                 "deny_message", "filters", "group", "identifier", "is_department",
+                 "metric_type", "name", "period_type", "position", "raw", "resets_at",
+                 "shadow", "threshold", "window_end", "window_end_raw")
+
+    def __init__(self, position: int, raw: dict[str, Any]) -> None:
+        self.position = position
+        self.raw = raw
+        self.identifier: Any = raw.get("ruleId") or raw.get("id")
+        self.name: Any = raw.get("name", "cost limit")
+        self.action: Any = raw.get("action")
+        self.blocks_action = _action_blocks(self.action)
+        self.shadow = bool(raw.get("shadowMode", False))
+        self.is_department = _is_department_rule(raw)
+        self.credential: Any = raw.get("credential", "")
+        self.filters: Optional[CompiledFilters] = compile_filters(raw.get("filters"))
+        self.window_end_raw: Any = raw.get("windowEnd")
+        self.window_end = parse_window_end(self.window_end_raw)
+        self.threshold = coerce_float(raw.get("threshold"))
+        self.current_value = coerce_float(raw.get("currentValue"))
+        self.deny_message = _deny_message(raw.get("denyMessage"))
+        self.resets_at: Any = raw.get("resetsAt")
+        if self.resets_at is None:
+            if isinstance(self.window_end_raw, str):
+                self.resets_at = self.window_end_raw
+            elif self.window_end is not None:
+                self.resets_at = _iso_utc(self.window_end)
+        self.period_type: Any = raw.get("periodType")
+        self.metric_type: Any = raw.get("metricType")
+        self.group = _group_index(raw)
+        if self.group is not None:
+            self.can_trip = any(breached for breached, _ in self.group.values())
+        else:
+            self.can_trip = bool(raw.get("breached", False) or raw.get("blocked", False))
+
+    def ended(self, now: float) -> bool:
+        return self.window_end is not None and self.window_end <= now
+
+    def trips(self, facts: CallFacts) -> tuple[bool, Optional[float]]:
+        """Whether this rule's breach covers the caller, and the balance to report."""
+        group = self.group
+        if group is None:
+            return self.can_trip, self.current_value
+        for key in facts.group_keys():
+            entry = group.get(key)
+            if entry is not None:
+                return entry
+        return False, None
+
+    def covers(self, facts: CallFacts) -> bool:
+        """Credential (legacy) and filters: is this call counted toward the rule?"""
+        credential = self.credential
+        if credential and credential != facts.metadata.get("subscriber_credential", ""):
+            return False
+        return self.filters is None or self.filters.hold(facts)
+
+    def error(self, current_value: Optional[float], name: Any = None,
+              identifier: Any = None) -> BudgetExceededError:
+        rule_name = self.name if name is None else name
+        message = f"{_BLOCK_PREFIX}{rule_name}"
+        if self.deny_message is not None:
+            message = f"{message}. {self.deny_message}"
+        return BudgetExceededError(
+            message, rule_name=rule_name, current_value=current_value,
+            threshold=self.threshold, resets_at=self.resets_at,
+            rule_id=self.identifier if identifier is None else identifier,
+            deny_message=self.deny_message, period_type=self.period_type,
+            metric_type=self.metric_type, action=self.action, source="server",
+        )
+
+
+@dataclass(frozen=True)
+class RuleVerdict:
+    """How one rule judges one call, for :func:`enforcement.explain`."""
+
+    rule_id: Any
+    name: Any
+    covers: bool
+    blocks: bool
+    reason: str
+    current_value: Optional[float] = None
+    threshold: Optional[float] = None
+
+
+class RuleSet:
+    """An immutable, indexed rule set; :meth:`evaluate` is the hot path."""
+
+    __slots__ = ("_fingerprint", "active", "balances", "blocks", "by_id", "candidates",
+                 "generation", "has_departments", "payload", "rules", "shadow")
+
+    def __init__(self, payload: Payload, generation: int) -> None:
+        self.payload = payload
+        self.generation = generation
+        self._fingerprint: Optional[str] = None
+        rules: list[CompiledRule] = []
+        by_id: dict[str, CompiledRule] = {}
+        for position, raw in enumerate(payload.rules):
+            if not isinstance(raw, dict):
+                continue
+            rule = CompiledRule(position, raw)
+            rules.append(rule)
+            key = raw.get("ruleId")
+            if key is None:
+                key = raw.get("id")
+            if isinstance(key, (int, str)) and not isinstance(key, bool):
+                by_id.setdefault(str(key), rule)
+        self.rules = tuple(rules)
+        self.by_id = by_id
+        self.active = tuple(r for r in rules if r.can_trip and not r.is_department and not r.shadow)
+        self.shadow = tuple(r for r in rules if r.can_trip and not r.is_department and r.shadow)
+        self.blocks = payload.blocks
+        self.balances = payload.balances
+        self.warnings = payload.warnings
+        self.candidates = payload.candidates
+        self.has_departments = bool(payload.blocks or payload.warnings or payload.candidates)
+
+    warnings: dict[str, Any]
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = rules_fingerprint(self.payload.rules)
+        return self._fingerprint
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    # -- the verdict -------------------------------------------------------
+
+    def evaluate(self, facts: CallFacts, now: float, observer: Observer) -> None:
+        """Raise :class:`BudgetExceededError` when a tripped rule covers the call."""
+        if self.has_departments:
+            self._judge_departments(facts, now, observer)
+        for rule in self.shadow:
+            self._report_shadow(rule, facts, now, observer)
+        for rule in self.active:
+            if rule.ended(now) or not rule.covers(facts):
+                continue
+            tripped, current_value = rule.trips(facts)
+            if not tripped:
+                continue
+            if rule.blocks_action:
+                raise rule.error(current_value)
+            observer.warn_only(rule, current_value)
+
+    def _report_shadow(self, rule: CompiledRule, facts: CallFacts, now: float,
+                       observer: Observer) -> None:
+        if rule.ended(now) or not rule.covers(facts):
+            return
+        tripped, current_value = rule.trips(facts)
+        if tripped and rule.blocks_action:
+            observer.shadow_would_block(rule, current_value)
+
+    def _judge_departments(self, facts: CallFacts, now: float, observer: Observer) -> None:
+        """The server's department verdict; a malformed map never raises anything else."""
+        try:
+            email = facts.caller_email()
+            if email is None:
+                return
+            listed = self.candidates.get(email)
+            if listed:
+                self._judge_candidates(email, listed, facts, now, observer)
+                return
+            rule_id = _rule_id_value(self.blocks.get(email))
+            if rule_id is not None:
+                self._department_verdict(rule_id, self.balances.get(email), now, observer)
+            warned_id = _rule_id_value(self.warnings.get(email))
+            if warned_id is not None:
+                observer.warn_tier(self, email, warned_id, self.balances.get(email))
+        except BudgetExceededError:
+            raise
+        except Exception:
+            return
+
+    def _judge_candidates(self, email: str, listed: list[Candidate], facts: CallFacts,
+                          now: float, observer: Observer) -> None:
+        chosen = self._first_covering(listed, facts, now)
+        if chosen is None:
+            return
+        if chosen.tier == "BLOCK":
+            self._department_verdict(chosen.rule_id, chosen.balance, now, observer)
+        else:
+            observer.warn_tier(self, email, chosen.rule_id, chosen.balance)
+
+    def _first_covering(self, listed: list[Candidate], facts: CallFacts,
+                        now: float) -> Optional[Candidate]:
+        decided = (CANDIDATE_DECIDED_WITH_CREDENTIAL if facts.names_credential_only_by_value()
+                   else CANDIDATE_DECIDED)
+        for candidate in listed:
+            rule = self.by_id.get(str(candidate.rule_id))
+            if rule is None:
+                return candidate
+            if rule.ended(now):
+                continue
+            if rule.filters is None or rule.filters.hold(facts, True, decided):
+                return candidate
+        return None
+
+    def _department_verdict(self, rule_id: int, own_balance: Optional[float], now: float,
+                            observer: Observer) -> None:
+        rule = self.by_id.get(str(rule_id))
+        if rule is None:
+            raise BudgetExceededError(
+                f"{_BLOCK_PREFIX}{DEPARTMENT_FALLBACK_NAME}",
+                rule_name=DEPARTMENT_FALLBACK_NAME, current_value=own_balance, rule_id=rule_id,
+                source="server")
+        if rule.ended(now):
+            return
+        if rule.shadow:
+            observer.shadow_would_block(rule, own_balance)
+            return
+        if not rule.blocks_action:
+            observer.department_not_blocking(rule, "action does not block")
+            return
+        raise rule.error(
+            own_balance if own_balance is not None else rule.current_value,
+            name=rule.raw.get("name") or DEPARTMENT_FALLBACK_NAME,
+            identifier=rule.identifier or rule_id,
+        )
+
+    # -- explanation (not the hot path) ------------------------------------
+
+    def explain(self, facts: CallFacts, now: float) -> list[RuleVerdict]:
+        """Every rule's view of the call, in payload order."""
+        return [self._explain_rule(rule, facts, now) for rule in self.rules]
+
+    def _explain_rule(self, rule: CompiledRule, facts: CallFacts, now: float) -> RuleVerdict:
+        def verdict(covers: bool, blocks: bool, reason: str,
+                    current: Optional[float] = None) -> RuleVerdict:
+            return RuleVerdict(rule.identifier, rule.name, covers, blocks, reason,
+                               current, rule.threshold)
+
+        if rule.is_department:
+            return verdict(False, False, "department rule: decided by the department maps")
+        if not rule.covers(facts):
+            return verdict(False, False, "call is outside the rule's filters or credential")
+        if rule.ended(now):
+            return verdict(True, False, "window has ended")
+        tripped, current = rule.trips(facts)
+        if not tripped:
+            return verdict(True, False, "not breached for this caller", current)
+        if rule.shadow:
+            return verdict(True, False, "breached, but in shadow mode (would block)", current)
+        if not rule.blocks_action:
+            return verdict(True, False, f"breached, action {rule.action!r} only warns", current)
+        return verdict(True, True, "breached: blocks", current)
+
+
+def _rule_id_value(value: Any) -> Optional[int]:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -1,0 +1,218 @@
+"""Settings from the environment (CONTRACT §5).
+
+Two kinds of setting, read two ways:
+
+* switches (``REVENIUM_BYPASS``, ``REVENIUM_CIRCUIT_BREAKER_ENABLED``,
+  ``REVENIUM_CB_FAIL_MODE``) are read on every call, because an operator flips
+  them on a live process. :class:`Switches` reads the raw value through the
+  cheapest path the mapping allows and parses each distinct raw value once.
+* everything else (where to fetch, which team, how often, where to mirror)
+  is read into a frozen :class:`Settings` when an engine is built.
+
+Nothing here raises: a bad value is warned about once and replaced by the
+default.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from typing import Callable, Optional
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["ENV", "Settings", "Switches", "parse_flag"]
+
+logger = logging.getLogger("enforcement.settings")
+
+
+class ENV:
+    """Names of the environment variables we read."""
+
+    ENABLED = "REVENIUM_CIRCUIT_BREAKER_ENABLED"
+    BYPASS = "REVENIUM_BYPASS"
+    FAIL_MODE = "REVENIUM_CB_FAIL_MODE"
+    POLL_INTERVAL = "REVENIUM_CB_POLL_INTERVAL_SECONDS"
+    CACHE_DIR = "REVENIUM_CACHE_DIR"
+    API_KEY = "REVENIUM_METERING_API_KEY"
+    TEAM_ID = "REVENIUM_TEAM_ID"
+    ENFORCEMENT_BASE_URL = "REVENIUM_ENFORCEMENT_BASE_URL"
+    METERING_BASE_URL = "REVENIUM_METERING_BASE_URL"
+    CREDENTIAL_ALIAS = "REVENIUM_CREDENTIAL_ALIAS"
+
+
+DEFAULT_METERING_BASE_URL = "https://api.revenium.ai/meter/"
+DEFAULT_POLL_INTERVAL = 60
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_once(key: str, message: str, *args: object) -> None:
+    """Log ``message`` the first time ``key`` is seen in this process."""
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    logger.warning(message, *args)
+
+
+def parse_flag(name: str, raw: Optional[str]) -> bool:
+    """An on/off flag: on for 1/true/yes/on, off for the rest (odd values warned once)."""
+    value = (raw or "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value not in _FALSE:
+        warn_once(f"flag:{name}", "%s=%r is not a recognised value; using false", name, raw)
+    return False
+
+
+def parse_fail_closed(raw: Optional[str]) -> bool:
+    """``REVENIUM_CB_FAIL_MODE``: closed or open (the default; odd values warned once)."""
+    value = (raw or "").strip().lower()
+    if value == "closed":
+        return True
+    if value not in ("open", ""):
+        warn_once(f"flag:{ENV.FAIL_MODE}", "%s=%r is not a recognised value; using open",
+                  ENV.FAIL_MODE, raw)
+    return False
+
+
+def _raw_reader(environ: Mapping[str, str], name: str) -> Callable[[], object]:
+    """The cheapest way to read ``name``'s raw value from ``environ`` on every call.
+
+    ``os.environ.get`` encodes the key and decodes the value each time (about
+    0.3 us). CPython's ``os._Environ`` keeps the encoded data in ``_data``, so
+    for it we encode the key once and return the stored bytes, which is a
+    plain dict lookup. Any other mapping is read through ``get``.
+    """
+    data = getattr(environ, "_data", None)
+    encodekey = getattr(environ, "encodekey", None)
+    if isinstance(environ, os._Environ) and isinstance(data, dict) and encodekey is not None:
+        key = encodekey(name)
+        get = data.get
+        return lambda: get(key)
+    get_value = environ.get
+    return lambda: get_value(name)
+
+
+def _decode(raw: object) -> Optional[str]:
+    if raw is None or isinstance(raw, str):
+        return raw
+    if isinstance(raw, bytes):
+        return os.fsdecode(raw)
+    return str(raw)
+
+
+class _LiveSetting:
+    """One environment value parsed once per distinct raw value."""
+
+    __slots__ = ("_parse", "_parsed", "_raw", "_read")
+
+    def __init__(self, environ: Mapping[str, str], name: str,
+                 parse: Callable[[Optional[str]], bool]) -> None:
+        self._read = _raw_reader(environ, name)
+        self._parse = parse
+        self._raw: object = object()
+        self._parsed = False
+
+    def __call__(self) -> bool:
+        raw = self._read()
+        if raw is not self._raw and raw != self._raw:
+            self._parsed = self._parse(_decode(raw))
+            self._raw = raw
+        return self._parsed
+
+
+class Switches:
+    """The three switches an operator flips on a live process, read per call.
+
+    ``bypass()`` turns everything off at once; ``enabled()`` is the opt-in;
+    ``fail_closed()`` says what to do before any rule set has ever loaded.
+    """
+
+    __slots__ = ("bypass", "enabled", "fail_closed")
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.bypass = _LiveSetting(environ, ENV.BYPASS, lambda raw: parse_flag(ENV.BYPASS, raw))
+        self.enabled = _LiveSetting(environ, ENV.ENABLED, lambda raw: parse_flag(ENV.ENABLED, raw))
+        self.fail_closed = _LiveSetting(environ, ENV.FAIL_MODE, parse_fail_closed)
+
+
+class Settings(BaseModel):
+    """Where an engine fetches from and mirrors to, fixed when it is built.
+
+    ``base_url`` is the enforcement origin (path kept, trailing ``/`` cut);
+    ``cache_dir`` of ``None`` disables the disk snapshot.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    api_key: str = ""
+    team_id: str = ""
+    base_url: str = "https://api.revenium.ai"
+    poll_interval: float = float(DEFAULT_POLL_INTERVAL)
+    cache_dir: Optional[str] = None
+    credential_alias: Optional[str] = None
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
+        """Read the environment (``os.environ`` by default) the way the reference SDK does."""
+        env = os.environ if environ is None else environ
+        return cls(
+            api_key=(env.get(ENV.API_KEY) or "").strip(),
+            team_id=env.get(ENV.TEAM_ID) or "",
+            base_url=enforcement_base_url(env),
+            poll_interval=float(poll_interval(env.get(ENV.POLL_INTERVAL))),
+            cache_dir=cache_dir(env.get(ENV.CACHE_DIR)),
+            credential_alias=env.get(ENV.CREDENTIAL_ALIAS),
+        )
+
+
+def enforcement_base_url(env: Mapping[str, str]) -> str:
+    """``REVENIUM_ENFORCEMENT_BASE_URL`` as given, else the metering URL's origin."""
+    explicit = env.get(ENV.ENFORCEMENT_BASE_URL) or ""
+    if explicit:
+        return explicit.rstrip("/")
+    metering = (env.get(ENV.METERING_BASE_URL) or "").strip()
+    if not metering.startswith(("http://", "https://")):
+        if metering:
+            warn_once(f"url:{ENV.METERING_BASE_URL}",
+                      "%s is not an http(s) URL; using the default", ENV.METERING_BASE_URL)
+        metering = DEFAULT_METERING_BASE_URL
+    parts = urlsplit(metering)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def poll_interval(raw: Optional[str]) -> int:
+    """A positive whole number of seconds, else the default (odd values warned once)."""
+    if not raw:
+        return DEFAULT_POLL_INTERVAL
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value > 0:
+        return value
+    warn_once(f"int:{ENV.POLL_INTERVAL}", "%s=%r is not a positive integer; using %d",
+              ENV.POLL_INTERVAL, raw, DEFAULT_POLL_INTERVAL)
+    return DEFAULT_POLL_INTERVAL
+
+
+def cache_dir(raw: Optional[str]) -> Optional[str]:
+    """The snapshot directory: as given, ``off`` for none, unset for the user cache dir."""
+    if raw is not None and raw.strip().lower() == "off":
+        return None
+    if raw:
+        return raw
+    try:
+        import platformdirs
+
+        return platformdirs.user_cache_dir("revenium-enforcement", appauthor=False)
+    except Exception:  # pragma: no cover - platformdirs never fails in practice
+        return None

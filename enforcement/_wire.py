@@ -1,0 +1,167 @@
+"""The rules feed's payload (CONTRACT §2), split and coerced once as it arrives.
+
+Deliberately hand-rolled rather than a pydantic model per rule: a payload of
+10,000 rules must be taken in within a few milliseconds, and every field must
+be read *exactly* as the reference SDK reads it (truthiness of ``breached``,
+``float()`` of numeric strings, first key wins after email normalization),
+which a validating model would second-guess. A malformed rule or map entry is
+dropped alone; a payload of the wrong shape is a :class:`PayloadError` and
+never replaces the rules already held.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ._callfacts import normalize_email
+
+__all__ = ["Candidate", "Payload", "PayloadError", "coerce_float", "parse_payload"]
+
+_BLOCKS_KEYS = ("departmentBudgetBlocks", "orgUnitBudgetBlocks")
+_BALANCES_KEYS = ("departmentBudgetBlockBalances", "orgUnitBudgetBlockBalances")
+_WARNINGS_KEYS = ("departmentBudgetWarnings", "orgUnitBudgetWarnings")
+_CANDIDATES_KEYS = ("departmentBudgetCandidates",)
+_TIERS = frozenset({"BLOCK", "WARN"})
+
+
+class PayloadError(ValueError):
+    """A body that is not a rules payload; the last good rules stay in force."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One department cap that may apply to a person, best first in their list."""
+
+    rule_id: int
+    tier: str
+    department_id: Optional[int]
+    balance: Optional[float]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"ruleId": self.rule_id, "tier": self.tier,
+                "departmentId": self.department_id, "balance": self.balance}
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A rules payload: the raw rules (kept for the snapshot) and the department maps."""
+
+    rules: list[Any]
+    blocks: dict[str, Any] = field(default_factory=dict)
+    balances: dict[str, float] = field(default_factory=dict)
+    warnings: dict[str, Any] = field(default_factory=dict)
+    candidates: dict[str, list[Candidate]] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls) -> Payload:
+        return cls([])
+
+
+def coerce_float(value: Any) -> Optional[float]:
+    """``float(value)`` or ``None``: the wire's BigDecimals arrive as numbers or strings."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def json_integer(value: Any) -> Optional[int]:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def first_present(mapping: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    """The value under the first of ``keys`` that is present and not null."""
+    for key in keys:
+        value = mapping.get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def parse_payload(data: Any) -> Payload:
+    """Split a decoded body into rules and maps, or raise :class:`PayloadError`.
+
+    Unlike the reference SDK, an object whose ``rules`` is missing, null or
+    not a list is refused (CONTRACT §7): a proxy's ``{"error": ...}`` page must
+    not lift every breach.
+    """
+    if isinstance(data, list):
+        return Payload(data)
+    if not isinstance(data, dict):
+        raise PayloadError(f"body is a JSON {type(data).__name__}, not an object or list")
+    rules = data.get("rules")
+    if not isinstance(rules, list):
+        raise PayloadError("body has no 'rules' list")
+    return Payload(
+        rules,
+        normalize_keys(first_present(data, _BLOCKS_KEYS)),
+        coerce_balances(first_present(data, _BALANCES_KEYS)),
+        normalize_keys(first_present(data, _WARNINGS_KEYS)),
+        coerce_candidates(first_present(data, _CANDIDATES_KEYS)),
+    )
+
+
+def normalize_keys(raw: Any) -> dict[str, Any]:
+    """Re-key a map by normalized email once, so a lookup is one dict hit; first key wins."""
+    if not isinstance(raw, dict):
+        return {}
+    normalized: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(key, str):
+            normalized.setdefault(normalize_email(key), value)
+    return normalized
+
+
+def _finite(value: Any) -> Optional[float]:
+    if isinstance(value, bool):
+        return None
+    number = coerce_float(value)
+    return number if number is not None and math.isfinite(number) else None
+
+
+def coerce_balances(raw: Any) -> dict[str, float]:
+    """Balances as finite floats keyed by normalized email; unusable entries dropped first."""
+    if not isinstance(raw, dict):
+        return {}
+    balances: dict[str, float] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str):
+            continue
+        balance = _finite(value)
+        if balance is not None:
+            balances.setdefault(normalize_email(key), balance)
+    return balances
+
+
+def _usable_candidates(raw: Any) -> list[Candidate]:
+    if not isinstance(raw, list):
+        return []
+    usable = []
+    for item in raw:
+        if not isinstance(item, dict):
+            continue
+        rule_id, tier = json_integer(item.get("ruleId")), item.get("tier")
+        if rule_id is None or not isinstance(tier, str) or tier.strip().upper() not in _TIERS:
+            continue
+        usable.append(Candidate(rule_id, tier.strip().upper(),
+                                json_integer(item.get("departmentId")),
+                                _finite(item.get("balance"))))
+    return usable
+
+
+def coerce_candidates(raw: Any) -> dict[str, list[Candidate]]:
+    """Each person's well-formed candidates; a person left with none is dropped."""
+    candidates: dict[str, list[Candidate]] = {}
+    for email, items in normalize_keys(raw).items():
+        usable = _usable_candidates(items)
+        if usable:
+            candidates[email] = usable
+    return candidates
