@@ -1,0 +1,62 @@
+"""Client-side cost-control enforcement for LLM API calls.
+
+A tripped budget rule stops the provider call before it is sent. Everything a
+user may call is named here; the modules behind it are private.
+
+>>> import enforcement
+>>> enforcement.check_enforcement({"subscriber": {"email": "dev@example.com"}},
+...                               model="gpt-4o", provider="openai")
+"""
+
+from __future__ import annotations
+
+import contextlib as _contextlib
+
+from ._callfacts import normalize_email
+from ._default import (
+    acheck_enforcement,
+    check_enforcement,
+    default_engine,
+    explain,
+    fetch_advisory_budgets,
+    fetch_enforcement_rule,
+    fetch_enforcement_rule_roster,
+    set_default_engine,
+    stop_polling,
+)
+from ._engine import Engine, EngineStatus, Explanation
+from ._errors import BudgetExceededError, EnforcementUnavailableError
+from ._events import Decision
+from ._feed import RetryPolicy
+from ._ruleset import RuleVerdict
+from ._settings import Settings
+
+__all__ = [
+    "BudgetExceededError",
+    "Decision",
+    "EnforcementUnavailableError",
+    "Engine",
+    "EngineStatus",
+    "Explanation",
+    "RetryPolicy",
+    "RuleVerdict",
+    "Settings",
+    "acheck_enforcement",
+    "check_enforcement",
+    "default_engine",
+    "explain",
+    "fetch_advisory_budgets",
+    "fetch_enforcement_rule",
+    "fetch_enforcement_rule_roster",
+    "normalize_email",
+    "set_default_engine",
+    "stop_polling",
+]
+
+__version__ = "0.1.0"
+
+# Reprs and docs name the public path, never a private module.
+for _name in __all__:
+    with _contextlib.suppress(AttributeError, TypeError):
+        globals()[_name].__module__ = "enforcement"
+del _name

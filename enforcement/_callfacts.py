@@ -55,16 +55,20 @@ def extract_subscriber(metadata: Mapping[str, Any]) -> dict[str, Any]:
             subscriber["email"] = nested["email"]
         credential = nested.get("credential")
         if credential and isinstance(credential, dict):
-            subscriber["credential"] = {"name": credential.get("name"),
-                                        "value": credential.get("value")}
+            subscriber["credential"] = {
+                "name": credential.get("name"),
+                "value": credential.get("value"),
+            }
     if not subscriber:
         if metadata.get("subscriber_id"):
             subscriber["id"] = metadata["subscriber_id"]
         if metadata.get("subscriber_email"):
             subscriber["email"] = metadata["subscriber_email"]
         if metadata.get("subscriber_credential_name") or metadata.get("subscriber_credential"):
-            subscriber["credential"] = {"name": metadata.get("subscriber_credential_name"),
-                                        "value": metadata.get("subscriber_credential")}
+            subscriber["credential"] = {
+                "name": metadata.get("subscriber_credential_name"),
+                "value": metadata.get("subscriber_credential"),
+            }
     return subscriber
 
 
@@ -111,11 +115,23 @@ def _subscriber_id_key(value: Any) -> Optional[str]:
 class CallFacts:
     """One call's model, provider and metadata, each derived value computed once."""
 
-    __slots__ = ("_credential", "_dimension_values", "_environ", "_subscriber",
-                 "metadata", "model", "provider")
+    __slots__ = (
+        "_credential",
+        "_dimension_values",
+        "_environ",
+        "_subscriber",
+        "metadata",
+        "model",
+        "provider",
+    )
 
-    def __init__(self, metadata: Optional[Mapping[str, Any]], model: Any, provider: Any,
-                 environ: Optional[Mapping[str, str]] = None) -> None:
+    def __init__(
+        self,
+        metadata: Optional[Mapping[str, Any]],
+        model: Any,
+        provider: Any,
+        environ: Optional[Mapping[str, str]] = None,
+    ) -> None:
         self.metadata: Mapping[str, Any] = metadata if isinstance(metadata, Mapping) else {}
         self.model = model
         self.provider = provider
@@ -193,8 +209,13 @@ class CallFacts:
         if dimension == "PRODUCT":
             return _first_set(metadata, "product_name", "productName", "product_id", "productId")
         if dimension == "ORGANIZATION":
-            return _first_set(metadata, "organization_name", "organizationName",
-                              "organization_id", "organizationId")
+            return _first_set(
+                metadata,
+                "organization_name",
+                "organizationName",
+                "organization_id",
+                "organizationId",
+            )
         if dimension == "SUBSCRIBER":
             email = _stored(self.subscriber.get("email"))
             if isinstance(email, str) and email.strip():

@@ -24,12 +24,23 @@ from ._vendor_models import SERVED_BY_ALIAS
 __all__ = ["CompiledFilter", "compile_filters", "filters_hold"]
 
 OPERATORS = frozenset({"IS", "IS_NOT", "CONTAINS", "STARTS_WITH", "ENDS_WITH", "IN"})
-DIMENSIONS = frozenset({"MODEL", "PROVIDER", "AGENT", "TASK_TYPE", "PRODUCT",
-                        "ORGANIZATION", "SUBSCRIBER", "CREDENTIAL"})
+DIMENSIONS = frozenset(
+    {
+        "MODEL",
+        "PROVIDER",
+        "AGENT",
+        "TASK_TYPE",
+        "PRODUCT",
+        "ORGANIZATION",
+        "SUBSCRIBER",
+        "CREDENTIAL",
+    }
+)
 # The record always carries these when the caller gave them, so a call that
 # gave none is outside every filter on them except IS_NOT, as on the server.
-_COMPARED_WHEN_ABSENT = frozenset({"AGENT", "TASK_TYPE", "PRODUCT", "ORGANIZATION",
-                                   "SUBSCRIBER", "CREDENTIAL"})
+_COMPARED_WHEN_ABSENT = frozenset(
+    {"AGENT", "TASK_TYPE", "PRODUCT", "ORGANIZATION", "SUBSCRIBER", "CREDENTIAL"}
+)
 # Dimensions a department candidate's rule is not judged on: the server
 # already resolved them when it listed the candidate for the caller.
 CANDIDATE_DECIDED = frozenset({"DEPARTMENT", "ORG_UNIT", "SUBSCRIBER"})
@@ -116,8 +127,9 @@ class CompiledFilters:
         # (dimension, compiled row or None for "holds unless decided").
         self.rows = rows
 
-    def hold(self, facts: CallFacts, ignore_case: bool = False,
-             decided: frozenset[str] = frozenset()) -> bool:
+    def hold(
+        self, facts: CallFacts, ignore_case: bool = False, decided: frozenset[str] = frozenset()
+    ) -> bool:
         """Whether every row holds; anything unexpected keeps the rule applying."""
         try:
             for dimension, row in self.rows:
@@ -242,8 +254,9 @@ def _candidates(model: str, expected: list[str], provider: Any) -> set[str]:
     if _may_reach(provider, model, _GOOGLE_LABELS, _GOOGLE_ROUTES):
         candidates |= _gemini_latest_served(forms, expected)
     if _may_reach(provider, model, _XAI_LABELS, _XAI_ROUTES):
-        candidates |= {served for form in forms
-                       for served in SERVED_BY_ALIAS.get(form.rsplit("/", 1)[-1], ())}
+        candidates |= {
+            served for form in forms for served in SERVED_BY_ALIAS.get(form.rsplit("/", 1)[-1], ())
+        }
     return candidates
 
 
@@ -253,7 +266,9 @@ def _gemini_latest_served(forms: set[str], expected: list[str]) -> set[str]:
     for form in forms:
         alias = _GEMINI_LATEST.fullmatch(form.rsplit("/", 1)[-1])
         if alias:
-            served.append(re.compile(_GEMINI_VERSION + re.escape(alias.group(1)) + _GEMINI_REVISION))
+            served.append(
+                re.compile(_GEMINI_VERSION + re.escape(alias.group(1)) + _GEMINI_REVISION)
+            )
     if not served:
         return set()
     return {value for value in expected if any(name.fullmatch(value) for name in served)}
@@ -269,13 +284,16 @@ def _spellings(operator: str, expected: list[str]) -> list[list[str]]:
 def _model_matches(operator: str, expected: list[str], model: str, provider: Any) -> bool:
     """Judge the model the server will meter; an Azure deployment name always matches."""
     if (isinstance(provider, str) and provider.lower() == "azure") or model.lower().startswith(
-            _AZURE_ROUTES):
+        _AZURE_ROUTES
+    ):
         return True
     if operator == "IS_NOT":
         # An undated request may be metered under a date the filter does not name.
         if not _CARRIES_SNAPSHOT.search(model):
             return True
         return not any(form == expected[0] for form in _metered_forms(str(model)))
-    return any(_compare(operator, candidate, values)
-               for values in _spellings(operator, expected)
-               for candidate in _candidates(model, values, provider))
+    return any(
+        _compare(operator, candidate, values)
+        for values in _spellings(operator, expected)
+        for candidate in _candidates(model, values, provider)
+    )

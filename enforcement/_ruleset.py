@@ -22,8 +22,12 @@ from typing import Any, Optional, Protocol
 
 from ._callfacts import CallFacts
 from ._errors import BudgetExceededError
-from ._filters import CANDIDATE_DECIDED, CANDIDATE_DECIDED_WITH_CREDENTIAL, CompiledFilters
-from ._filters import compile_filters
+from ._filters import (
+    CANDIDATE_DECIDED,
+    CANDIDATE_DECIDED_WITH_CREDENTIAL,
+    CompiledFilters,
+    compile_filters,
+)
 from ._wire import Candidate, Payload, coerce_float, first_present
 
 __all__ = ["CompiledRule", "Observer", "RuleSet", "RuleVerdict", "rules_fingerprint"]
@@ -44,8 +48,9 @@ class Observer(Protocol):
 
     def department_not_blocking(self, rule: CompiledRule, reason: str) -> None: ...
 
-    def warn_tier(self, ruleset: RuleSet, email: str, rule_id: int,
-                  balance: Optional[float]) -> None: ...
+    def warn_tier(
+        self, ruleset: RuleSet, email: str, rule_id: int, balance: Optional[float]
+    ) -> None: ...
 
 
 def rules_fingerprint(rules: list[Any]) -> str:
@@ -74,7 +79,8 @@ def parse_window_end(raw: Any) -> Optional[float]:
             return None
         seconds, fraction, offset = match.groups()
         parsed = datetime.datetime.fromisoformat(
-            f"{seconds}.{(fraction or '')[:6].ljust(6, '0')}{offset or ''}")
+            f"{seconds}.{(fraction or '')[:6].ljust(6, '0')}{offset or ''}"
+        )
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=datetime.timezone.utc)
         return parsed.timestamp()
@@ -121,18 +127,38 @@ def _group_index(rule: dict[str, Any]) -> Optional[dict[str, tuple[bool, Optiona
         if isinstance(entry, dict):
             key = entry.get("groupValue")
             if isinstance(key, str) and key not in index:
-                index[key] = (bool(entry.get("breached", False)),
-                              coerce_float(entry.get("currentValue")))
+                index[key] = (
+                    bool(entry.get("breached", False)),
+                    coerce_float(entry.get("currentValue")),
+                )
     return index
 
 
 class CompiledRule:
     """One rule with every per-call question answered in advance where it can be."""
 
-    __slots__ = ("action", "blocks_action", "can_trip", "credential", "current_value",
-                 "deny_message", "filters", "group", "identifier", "is_department",
-                 "metric_type", "name", "period_type", "position", "raw", "resets_at",
-                 "shadow", "threshold", "window_end", "window_end_raw")
+    __slots__ = (
+        "action",
+        "blocks_action",
+        "can_trip",
+        "credential",
+        "current_value",
+        "deny_message",
+        "filters",
+        "group",
+        "identifier",
+        "is_department",
+        "metric_type",
+        "name",
+        "period_type",
+        "position",
+        "raw",
+        "resets_at",
+        "shadow",
+        "threshold",
+        "window_end",
+        "window_end_raw",
+    )
 
     def __init__(self, position: int, raw: dict[str, Any]) -> None:
         self.position = position
@@ -185,18 +211,25 @@ class CompiledRule:
             return False
         return self.filters is None or self.filters.hold(facts)
 
-    def error(self, current_value: Optional[float], name: Any = None,
-              identifier: Any = None) -> BudgetExceededError:
+    def error(
+        self, current_value: Optional[float], name: Any = None, identifier: Any = None
+    ) -> BudgetExceededError:
         rule_name = self.name if name is None else name
         message = f"{_BLOCK_PREFIX}{rule_name}"
         if self.deny_message is not None:
             message = f"{message}. {self.deny_message}"
         return BudgetExceededError(
-            message, rule_name=rule_name, current_value=current_value,
-            threshold=self.threshold, resets_at=self.resets_at,
+            message,
+            rule_name=rule_name,
+            current_value=current_value,
+            threshold=self.threshold,
+            resets_at=self.resets_at,
             rule_id=self.identifier if identifier is None else identifier,
-            deny_message=self.deny_message, period_type=self.period_type,
-            metric_type=self.metric_type, action=self.action, source="server",
+            deny_message=self.deny_message,
+            period_type=self.period_type,
+            metric_type=self.metric_type,
+            action=self.action,
+            source="server",
         )
 
 
@@ -216,8 +249,21 @@ class RuleVerdict:
 class RuleSet:
     """An immutable, indexed rule set; :meth:`evaluate` is the hot path."""
 
-    __slots__ = ("_fingerprint", "active", "balances", "blocks", "by_id", "candidates",
-                 "generation", "has_departments", "payload", "rules", "shadow")
+    __slots__ = (
+        "_fingerprint",
+        "active",
+        "balances",
+        "blocks",
+        "by_id",
+        "candidates",
+        "generation",
+        "has_departments",
+        "payload",
+        "quiet",
+        "rules",
+        "shadow",
+        "warnings",
+    )
 
     def __init__(self, payload: Payload, generation: int) -> None:
         self.payload = payload
@@ -244,8 +290,8 @@ class RuleSet:
         self.warnings = payload.warnings
         self.candidates = payload.candidates
         self.has_departments = bool(payload.blocks or payload.warnings or payload.candidates)
-
-    warnings: dict[str, Any]
+        # Nobody is over any limit: a check can pass without looking at the call.
+        self.quiet = not (self.active or self.shadow or self.has_departments)
 
     @property
     def fingerprint(self) -> str:
@@ -274,8 +320,9 @@ class RuleSet:
                 raise rule.error(current_value)
             observer.warn_only(rule, current_value)
 
-    def _report_shadow(self, rule: CompiledRule, facts: CallFacts, now: float,
-                       observer: Observer) -> None:
+    def _report_shadow(
+        self, rule: CompiledRule, facts: CallFacts, now: float, observer: Observer
+    ) -> None:
         if rule.ended(now) or not rule.covers(facts):
             return
         tripped, current_value = rule.trips(facts)
@@ -303,8 +350,9 @@ class RuleSet:
         except Exception:
             return
 
-    def _judge_candidates(self, email: str, listed: list[Candidate], facts: CallFacts,
-                          now: float, observer: Observer) -> None:
+    def _judge_candidates(
+        self, email: str, listed: list[Candidate], facts: CallFacts, now: float, observer: Observer
+    ) -> None:
         chosen = self._first_covering(listed, facts, now)
         if chosen is None:
             return
@@ -313,10 +361,14 @@ class RuleSet:
         else:
             observer.warn_tier(self, email, chosen.rule_id, chosen.balance)
 
-    def _first_covering(self, listed: list[Candidate], facts: CallFacts,
-                        now: float) -> Optional[Candidate]:
-        decided = (CANDIDATE_DECIDED_WITH_CREDENTIAL if facts.names_credential_only_by_value()
-                   else CANDIDATE_DECIDED)
+    def _first_covering(
+        self, listed: list[Candidate], facts: CallFacts, now: float
+    ) -> Optional[Candidate]:
+        decided = (
+            CANDIDATE_DECIDED_WITH_CREDENTIAL
+            if facts.names_credential_only_by_value()
+            else CANDIDATE_DECIDED
+        )
         for candidate in listed:
             rule = self.by_id.get(str(candidate.rule_id))
             if rule is None:
@@ -327,14 +379,18 @@ class RuleSet:
                 return candidate
         return None
 
-    def _department_verdict(self, rule_id: int, own_balance: Optional[float], now: float,
-                            observer: Observer) -> None:
+    def _department_verdict(
+        self, rule_id: int, own_balance: Optional[float], now: float, observer: Observer
+    ) -> None:
         rule = self.by_id.get(str(rule_id))
         if rule is None:
             raise BudgetExceededError(
                 f"{_BLOCK_PREFIX}{DEPARTMENT_FALLBACK_NAME}",
-                rule_name=DEPARTMENT_FALLBACK_NAME, current_value=own_balance, rule_id=rule_id,
-                source="server")
+                rule_name=DEPARTMENT_FALLBACK_NAME,
+                current_value=own_balance,
+                rule_id=rule_id,
+                source="server",
+            )
         if rule.ended(now):
             return
         if rule.shadow:
@@ -356,10 +412,12 @@ class RuleSet:
         return [self._explain_rule(rule, facts, now) for rule in self.rules]
 
     def _explain_rule(self, rule: CompiledRule, facts: CallFacts, now: float) -> RuleVerdict:
-        def verdict(covers: bool, blocks: bool, reason: str,
-                    current: Optional[float] = None) -> RuleVerdict:
-            return RuleVerdict(rule.identifier, rule.name, covers, blocks, reason,
-                               current, rule.threshold)
+        def verdict(
+            covers: bool, blocks: bool, reason: str, current: Optional[float] = None
+        ) -> RuleVerdict:
+            return RuleVerdict(
+                rule.identifier, rule.name, covers, blocks, reason, current, rule.threshold
+            )
 
         if rule.is_department:
             return verdict(False, False, "department rule: decided by the department maps")

@@ -78,8 +78,12 @@ def parse_fail_closed(raw: Optional[str]) -> bool:
     if value == "closed":
         return True
     if value not in ("open", ""):
-        warn_once(f"flag:{ENV.FAIL_MODE}", "%s=%r is not a recognised value; using open",
-                  ENV.FAIL_MODE, raw)
+        warn_once(
+            f"flag:{ENV.FAIL_MODE}",
+            "%s=%r is not a recognised value; using open",
+            ENV.FAIL_MODE,
+            raw,
+        )
     return False
 
 
@@ -114,8 +118,9 @@ class _LiveSetting:
 
     __slots__ = ("_parse", "_parsed", "_raw", "_read")
 
-    def __init__(self, environ: Mapping[str, str], name: str,
-                 parse: Callable[[Optional[str]], bool]) -> None:
+    def __init__(
+        self, environ: Mapping[str, str], name: str, parse: Callable[[Optional[str]], bool]
+    ) -> None:
         self._read = _raw_reader(environ, name)
         self._parse = parse
         self._raw: object = object()
@@ -158,7 +163,6 @@ class Settings(BaseModel):
     base_url: str = "https://api.revenium.ai"
     poll_interval: float = float(DEFAULT_POLL_INTERVAL)
     cache_dir: Optional[str] = None
-    credential_alias: Optional[str] = None
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
@@ -170,7 +174,6 @@ class Settings(BaseModel):
             base_url=enforcement_base_url(env),
             poll_interval=float(poll_interval(env.get(ENV.POLL_INTERVAL))),
             cache_dir=cache_dir(env.get(ENV.CACHE_DIR)),
-            credential_alias=env.get(ENV.CREDENTIAL_ALIAS),
         )
 
 
@@ -182,8 +185,11 @@ def enforcement_base_url(env: Mapping[str, str]) -> str:
     metering = (env.get(ENV.METERING_BASE_URL) or "").strip()
     if not metering.startswith(("http://", "https://")):
         if metering:
-            warn_once(f"url:{ENV.METERING_BASE_URL}",
-                      "%s is not an http(s) URL; using the default", ENV.METERING_BASE_URL)
+            warn_once(
+                f"url:{ENV.METERING_BASE_URL}",
+                "%s is not an http(s) URL; using the default",
+                ENV.METERING_BASE_URL,
+            )
         metering = DEFAULT_METERING_BASE_URL
     parts = urlsplit(metering)
     return f"{parts.scheme}://{parts.netloc}"
@@ -199,8 +205,13 @@ def poll_interval(raw: Optional[str]) -> int:
         value = 0
     if value > 0:
         return value
-    warn_once(f"int:{ENV.POLL_INTERVAL}", "%s=%r is not a positive integer; using %d",
-              ENV.POLL_INTERVAL, raw, DEFAULT_POLL_INTERVAL)
+    warn_once(
+        f"int:{ENV.POLL_INTERVAL}",
+        "%s=%r is not a positive integer; using %d",
+        ENV.POLL_INTERVAL,
+        raw,
+        DEFAULT_POLL_INTERVAL,
+    )
     return DEFAULT_POLL_INTERVAL
 
 

@@ -44,8 +44,12 @@ class Candidate:
     balance: Optional[float]
 
     def to_wire(self) -> dict[str, Any]:
-        return {"ruleId": self.rule_id, "tier": self.tier,
-                "departmentId": self.department_id, "balance": self.balance}
+        return {
+            "ruleId": self.rule_id,
+            "tier": self.tier,
+            "departmentId": self.department_id,
+            "balance": self.balance,
+        }
 
 
 @dataclass(frozen=True)
@@ -151,9 +155,14 @@ def _usable_candidates(raw: Any) -> list[Candidate]:
         rule_id, tier = json_integer(item.get("ruleId")), item.get("tier")
         if rule_id is None or not isinstance(tier, str) or tier.strip().upper() not in _TIERS:
             continue
-        usable.append(Candidate(rule_id, tier.strip().upper(),
-                                json_integer(item.get("departmentId")),
-                                _finite(item.get("balance"))))
+        usable.append(
+            Candidate(
+                rule_id,
+                tier.strip().upper(),
+                json_integer(item.get("departmentId")),
+                _finite(item.get("balance")),
+            )
+        )
     return usable
 
 

@@ -1,0 +1,151 @@
+"""The module-level functions and the default engine they share.
+
+The default engine is built from ``os.environ`` on first use. If the
+variables that say *whose* rules to enforce change (team, key, addresses,
+cache directory), the next call builds a new engine for the new identity and
+stops the old one, as the reference SDK drops another team's rules.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any, Callable, Optional
+
+from ._engine import Engine, Explanation
+from ._settings import ENV, _raw_reader
+
+__all__ = [
+    "acheck_enforcement",
+    "check_enforcement",
+    "default_engine",
+    "explain",
+    "fetch_advisory_budgets",
+    "fetch_enforcement_rule",
+    "fetch_enforcement_rule_roster",
+    "set_default_engine",
+    "stop_polling",
+]
+
+_IDENTITY_VARS = (
+    ENV.TEAM_ID,
+    ENV.API_KEY,
+    ENV.ENFORCEMENT_BASE_URL,
+    ENV.METERING_BASE_URL,
+    ENV.CACHE_DIR,
+    ENV.POLL_INTERVAL,
+)
+
+
+class _Default:
+    """The one piece of module-level state: the default engine and how it was built."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.engine: Optional[Engine] = None
+        self.identity: tuple[object, ...] = ()
+        self.pinned = False
+        readers = [_raw_reader(os.environ, name) for name in _IDENTITY_VARS]
+        self.read_identity: Callable[[], tuple[object, ...]] = lambda: tuple(
+            read() for read in readers
+        )
+
+    def get(self) -> Engine:
+        engine = self.engine
+        if engine is not None and (self.pinned or self.read_identity() == self.identity):
+            return engine
+        return self._rebuild()
+
+    def _rebuild(self) -> Engine:
+        with self.lock:
+            identity = self.read_identity()
+            engine = self.engine
+            if engine is not None and (self.pinned or identity == self.identity):
+                return engine
+            old, self.engine, self.identity = engine, Engine(), identity
+        if old is not None:
+            old.close()
+        return self.engine
+
+
+_default = _Default()
+
+
+def default_engine() -> Engine:
+    """The engine the module-level functions use (built from ``os.environ``)."""
+    return _default.get()
+
+
+def set_default_engine(engine: Optional[Engine]) -> None:
+    """Make ``engine`` the one the module functions use; ``None`` returns to the environment's."""
+    with _default.lock:
+        old = _default.engine
+        _default.engine, _default.pinned = engine, engine is not None
+        _default.identity = ()
+    if old is not None and old is not engine:
+        old.close()
+
+
+def check_enforcement(
+    usage_metadata: Optional[Mapping[str, Any]] = None,
+    *,
+    model: Optional[str] = None,
+    provider: Optional[str] = None,
+) -> None:
+    """Raise :class:`BudgetExceededError` when a tripped rule covers this call.
+
+    Call it right before a provider request. Never waits on the network and
+    raises nothing else.
+
+    >>> check_enforcement({"organizationName": "acme"}, model="gpt-4o", provider="openai")
+    """
+    _default.get().check(usage_metadata, model=model, provider=provider)
+
+
+async def acheck_enforcement(
+    usage_metadata: Optional[Mapping[str, Any]] = None,
+    *,
+    model: Optional[str] = None,
+    provider: Optional[str] = None,
+) -> None:
+    """:func:`check_enforcement` for coroutines; never blocks the event loop."""
+    await _default.get().acheck(usage_metadata, model=model, provider=provider)
+
+
+def explain(
+    usage_metadata: Optional[Mapping[str, Any]] = None,
+    *,
+    model: Optional[str] = None,
+    provider: Optional[str] = None,
+) -> Explanation:
+    """Why this call would pass or be refused, rule by rule."""
+    return _default.get().explain(usage_metadata, model=model, provider=provider)
+
+
+def stop_polling() -> None:
+    """Stop the default engine's poller; the next enabled call restarts it."""
+    engine = _default.engine
+    if engine is not None:
+        engine.stop_polling()
+
+
+def fetch_enforcement_rule(rule_id: str) -> Optional[dict[str, Any]]:
+    """One rule as the server holds it now (uncached); ``None`` when absent or unreachable."""
+    return _default.get().fetch_enforcement_rule(rule_id)
+
+
+def fetch_enforcement_rule_roster(
+    rule_id: str,
+    page: int = 0,
+    size: int = 25,
+    search: Optional[str] = None,
+    band: Optional[str] = None,
+) -> Optional[dict[str, Any]]:
+    """One page of who a rule covers now, with spend and band (uncached)."""
+    return _default.get().fetch_enforcement_rule_roster(rule_id, page, size, search, band)
+
+
+def fetch_advisory_budgets() -> Optional[list[dict[str, Any]]]:
+    """The team's notify-only budgets (uncached, never enforced)."""
+    return _default.get().fetch_advisory_budgets()

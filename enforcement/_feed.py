@@ -1,0 +1,248 @@
+"""The rules feed: one HTTP client, a printable retry policy, a size cap.
+
+Every read of the control plane goes through :meth:`Feed.get`, so the
+``Retry-After`` budget and the cooldown it starts apply to the poller and to
+the inspection reads alike: a second, unguarded GET against an origin that
+asked us to back off would undo the point of backing off.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import json
+import logging
+import random
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+from urllib.parse import quote
+
+import httpx
+
+from ._settings import Settings
+from ._wire import Payload, PayloadError, parse_payload
+
+__all__ = ["Feed", "FeedResult", "RetryPolicy"]
+
+logger = logging.getLogger("enforcement.feed")
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+_RETRYABLE = frozenset({408, 429})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How one read retries. ``str(policy)`` says it in a line.
+
+    >>> print(RetryPolicy())
+    5 attempts; backoff 0.5, 1, 2, 4 s, jittered 10%; Retry-After honoured up to 60 s
+    """
+
+    attempts: int = 5
+    first_backoff: float = 0.5
+    jitter: float = 0.1
+    retry_after_budget: float = 60.0
+    cooldown_ceiling: float = 300.0
+
+    def backoff(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait after failed attempt ``attempt`` (0-based)."""
+        base = self.first_backoff * float(2**attempt)
+        return base * (1.0 + self.jitter * (2.0 * rand() - 1.0))
+
+    def __str__(self) -> str:
+        waits = ", ".join(f"{self.first_backoff * 2**i:g}" for i in range(self.attempts - 1))
+        return (
+            f"{self.attempts} attempts; backoff {waits} s, jittered {self.jitter:.0%}; "
+            f"Retry-After honoured up to {self.retry_after_budget:g} s"
+        )
+
+
+REFRESH_POLICY = RetryPolicy()
+INSPECTION_POLICY = RetryPolicy(retry_after_budget=20.0)
+
+
+@dataclass(frozen=True)
+class FeedResult:
+    """The outcome of one read: a payload, "not modified", or a failure with its reason."""
+
+    payload: Optional[Payload] = None
+    not_modified: bool = False
+    etag: Optional[str] = None
+    status: Optional[int] = None
+    error: Optional[str] = None
+    cooldown: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def retry_after_seconds(value: Optional[str], now: Callable[[], float]) -> Optional[float]:
+    """``Retry-After`` as delta-seconds or an HTTP-date, unclamped; ``None`` if unusable."""
+    if not value:
+        return None
+    try:
+        delay = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        delay = when.timestamp() - now()
+    if delay != delay:
+        return None
+    return max(0.0, delay)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class Feed:
+    """Reads the team's rules and the inspection resources from the control plane."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: Optional[httpx.BaseTransport] = None,
+        wall_clock: Callable[[], float],
+        stop: threading.Event,
+        timeout: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self._wall_clock = wall_clock
+        self._stop = stop
+        self._client = httpx.Client(
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            headers={
+                "x-api-key": settings.api_key,
+                "accept": "application/json",
+                "user-agent": "enforcement-python",
+            },
+            follow_redirects=False,
+        )
+
+    @property
+    def team_url(self) -> str:
+        team = quote(self.settings.team_id, safe="")
+        return f"{self.settings.base_url}/v2/api/ai/enforcement-rules/{team}"
+
+    def close(self) -> None:
+        self._client.close()
+
+    def fetch_rules(
+        self,
+        *,
+        etag: Optional[str] = None,
+        policy: RetryPolicy = REFRESH_POLICY,
+        attempts: Optional[int] = None,
+        params: Optional[dict[str, Any]] = None,
+    ) -> FeedResult:
+        """The team's rules; ``etag`` asks for a 304 when nothing changed."""
+        headers = {"if-none-match": etag} if etag else None
+        result = self.get(
+            self.team_url, params=params, headers=headers, policy=policy, attempts=attempts
+        )
+        if isinstance(result, FeedResult):
+            return result
+        response, body = result
+        if response.status_code == 304:
+            return FeedResult(not_modified=True, etag=etag, status=304)
+        if response.status_code == 204:
+            return FeedResult(
+                payload=Payload.empty(), etag=response.headers.get("etag"), status=204
+            )
+        try:
+            payload = parse_payload(json.loads(body))
+        except (ValueError, PayloadError) as problem:
+            return FeedResult(status=response.status_code, error=f"unreadable body: {problem}")
+        return FeedResult(
+            payload=payload, etag=response.headers.get("etag"), status=response.status_code
+        )
+
+    def fetch_json(
+        self,
+        url: str,
+        params: Optional[dict[str, Any]] = None,
+        policy: RetryPolicy = INSPECTION_POLICY,
+    ) -> Any:
+        """One inspection read: the decoded body, or ``None`` (204, failure, bad body)."""
+        result = self.get(url, params=params, policy=policy)
+        if isinstance(result, FeedResult):
+            return None
+        response, body = result
+        if response.status_code == 204:
+            return None
+        try:
+            return json.loads(body)
+        except ValueError:
+            return None
+
+    def get(
+        self,
+        url: str,
+        *,
+        params: Optional[dict[str, Any]] = None,
+        headers: Optional[dict[str, str]] = None,
+        policy: RetryPolicy,
+        attempts: Optional[int] = None,
+    ) -> FeedResult | tuple[httpx.Response, bytes]:
+        """GET under ``policy``: the first response not retried (2xx/304), or a failure."""
+        budget = policy.retry_after_budget
+        total = policy.attempts if attempts is None else max(1, attempts)
+        last_error = "no attempt made"
+        for attempt in range(total):
+            wait: Optional[float] = policy.backoff(attempt)
+            try:
+                response, body = self._send(url, params, headers)
+            except _TooLarge:
+                return FeedResult(status=200, error=f"body over {MAX_BODY_BYTES} bytes")
+            except (httpx.TimeoutException, httpx.TransportError) as problem:
+                last_error = f"{type(problem).__name__}: {problem}"
+            except Exception as problem:  # an httpx bug or a bad URL: not worth retrying
+                return FeedResult(error=f"{type(problem).__name__}: {problem}")
+            else:
+                status = response.status_code
+                if 200 <= status < 300 or status == 304:
+                    return response, body
+                if status not in _RETRYABLE and status < 500:
+                    return FeedResult(status=status, error=f"HTTP {status}")
+                last_error = f"HTTP {status}"
+                asked = retry_after_seconds(response.headers.get("retry-after"), self._wall_clock)
+                if asked is not None:
+                    if asked > budget:
+                        cooldown = min(asked, policy.cooldown_ceiling)
+                        return FeedResult(
+                            status=status,
+                            cooldown=cooldown,
+                            error=f"HTTP {status}, Retry-After {asked:.0f} s "
+                            f"is past the {budget:.0f} s left",
+                        )
+                    budget -= asked
+                    wait = asked
+            if attempt == total - 1 or self._stop.wait(wait):
+                break
+        return FeedResult(error=last_error)
+
+    def _send(
+        self, url: str, params: Optional[dict[str, Any]], headers: Optional[dict[str, str]]
+    ) -> tuple[httpx.Response, bytes]:
+        with self._client.stream("GET", url, params=params, headers=headers) as response:
+            length = response.headers.get("content-length")
+            if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+                raise _TooLarge
+            chunks = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise _TooLarge
+                chunks.append(chunk)
+            return response, b"".join(chunks)
