@@ -108,11 +108,10 @@ class Engine:
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self.settings = settings if settings is not None else Settings.from_env(self._environ)
         switches = Switches(self._environ)
-        self._bypass, self._enabled, self._fail_closed = (
-            switches.bypass,
-            switches.enabled,
-            switches.fail_closed,
-        )
+        self._off = switches.off
+        self._bypass = switches.bypass
+        self._enabled = switches.enabled
+        self._fail_closed = switches.fail_closed
         self._transport = transport
         self._clock = clock
         self._wall_clock = wall_clock
@@ -195,7 +194,7 @@ class Engine:
 
         Never waits on the network and never raises anything else.
         """
-        if self._bypass() or not self._enabled():
+        if self._off():
             return
         ruleset = self._ruleset
         if ruleset is None or self._clock() > self._fresh_until:
@@ -239,7 +238,7 @@ class Engine:
         provider: Optional[str] = None,
     ) -> None:
         """:meth:`check` for coroutines: the one-time snapshot read runs off the event loop."""
-        if not self._started and not self._bypass() and self._enabled():
+        if not self._started and not self._off():
             await asyncio.get_running_loop().run_in_executor(None, self._start)
         self.check(usage_metadata, model=model, provider=provider)
 
@@ -453,7 +452,7 @@ class Engine:
         with self._warned_lock:
             first = key not in self._warned_callers
             self._warned_callers.add(key)
-        rule = ruleset.by_id.get(str(rule_id))
+        rule = ruleset.rule_by_id(rule_id)
         if first:
             name = (rule.raw.get("name") if rule else None) or str(rule_id)
             logger.warning(
@@ -473,7 +472,7 @@ class Engine:
         )
 
     def _forget_warnings(self, ruleset: RuleSet) -> None:
-        served = {str(rule.identifier) for rule in ruleset.rules}
+        served = {str(raw.get("ruleId") or raw.get("id")) for _, raw in ruleset.raw_rules}
         with self._warned_lock:
             self._warned_callers.clear()
             for key in [k for k in self._warned_rules if k not in served]:

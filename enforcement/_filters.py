@@ -21,7 +21,13 @@ from typing import Any, Callable, Optional
 from ._callfacts import CallFacts, SubscriberEmail, normalize_email
 from ._vendor_models import SERVED_BY_ALIAS
 
-__all__ = ["CompiledFilter", "compile_filters", "filters_hold"]
+__all__ = [
+    "CompiledFilter",
+    "CompiledFilters",
+    "compile_filters",
+    "meta_rows_hold",
+    "route_rows_hold",
+]
 
 OPERATORS = frozenset({"IS", "IS_NOT", "CONTAINS", "STARTS_WITH", "ENDS_WITH", "IN"})
 DIMENSIONS = frozenset(
@@ -118,39 +124,61 @@ class CompiledFilter:
         return _compare(self.operator, actual, self.expected)
 
 
+_ROUTE_DIMENSIONS = frozenset({"MODEL", "PROVIDER"})
+
+
 class CompiledFilters:
-    """A rule's rows. ``always`` is set when no row can exclude any call."""
+    """A rule's rows that can exclude a call, split by what they read.
 
-    __slots__ = ("rows",)
+    ``route`` rows read only the model and provider, so their verdict can be
+    cached per (model, provider) for the whole rule set; ``meta`` rows read
+    the call's metadata and are judged per call.
+    """
 
-    def __init__(self, rows: list[tuple[str, Optional[CompiledFilter]]]) -> None:
-        # (dimension, compiled row or None for "holds unless decided").
+    __slots__ = ("meta", "route", "rows")
+
+    def __init__(self, rows: list[CompiledFilter]) -> None:
         self.rows = rows
+        self.route = [row for row in rows if row.dimension in _ROUTE_DIMENSIONS]
+        self.meta = [row for row in rows if row.dimension not in _ROUTE_DIMENSIONS]
 
     def hold(
         self, facts: CallFacts, ignore_case: bool = False, decided: frozenset[str] = frozenset()
     ) -> bool:
         """Whether every row holds; anything unexpected keeps the rule applying."""
-        try:
-            for dimension, row in self.rows:
-                if row is None or dimension in decided:
-                    continue
-                if not row.holds(facts, ignore_case):
-                    return False
-            return True
-        except Exception:
-            return True
+        return _all_hold(self.rows, facts, ignore_case, decided)
+
+
+def _all_hold(
+    rows: list[CompiledFilter],
+    facts: CallFacts,
+    ignore_case: bool = False,
+    decided: frozenset[str] = frozenset(),
+) -> bool:
+    try:
+        for row in rows:
+            if row.dimension not in decided and not row.holds(facts, ignore_case):
+                return False
+        return True
+    except Exception:
+        return True
+
+
+def route_rows_hold(filters: Optional[CompiledFilters], facts: CallFacts) -> bool:
+    """The model and provider rows of a rule (none: holds)."""
+    return filters is None or not filters.route or _all_hold(filters.route, facts)
+
+
+def meta_rows_hold(filters: Optional[CompiledFilters], facts: CallFacts) -> bool:
+    """The metadata rows of a rule (none: holds)."""
+    return filters is None or not filters.meta or _all_hold(filters.meta, facts)
 
 
 def compile_filters(raw: Any) -> Optional[CompiledFilters]:
     """Parse a rule's ``filters``; ``None`` when no row can ever exclude a call."""
     if not isinstance(raw, list) or not raw:
         return None
-    rows: list[tuple[str, Optional[CompiledFilter]]] = []
-    for entry in raw:
-        row = _compile_row(entry)
-        if row is not None:
-            rows.append((row.dimension, row))
+    rows = [row for row in map(_compile_row, raw) if row is not None]
     return CompiledFilters(rows) if rows else None
 
 
@@ -171,11 +199,6 @@ def _compile_row(entry: Any) -> Optional[CompiledFilter]:
     if not expected:
         return None
     return CompiledFilter(dimension, operator, expected)
-
-
-def filters_hold(filters: Optional[CompiledFilters], facts: CallFacts) -> bool:
-    """Convenience for the rule loop: no compiled rows means the rule covers every call."""
-    return filters is None or filters.hold(facts)
 
 
 # -- PROVIDER ---------------------------------------------------------------

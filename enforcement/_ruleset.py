@@ -27,6 +27,8 @@ from ._filters import (
     CANDIDATE_DECIDED_WITH_CREDENTIAL,
     CompiledFilters,
     compile_filters,
+    meta_rows_hold,
+    route_rows_hold,
 )
 from ._wire import Candidate, Payload, coerce_float, first_present
 
@@ -206,10 +208,16 @@ class CompiledRule:
 
     def covers(self, facts: CallFacts) -> bool:
         """Credential (legacy) and filters: is this call counted toward the rule?"""
+        return self.covers_route(facts) and self.covers_metadata(facts)
+
+    def covers_route(self, facts: CallFacts) -> bool:
+        return route_rows_hold(self.filters, facts)
+
+    def covers_metadata(self, facts: CallFacts) -> bool:
         credential = self.credential
         if credential and credential != facts.metadata.get("subscriber_credential", ""):
             return False
-        return self.filters is None or self.filters.hold(facts)
+        return meta_rows_hold(self.filters, facts)
 
     def error(
         self, current_value: Optional[float], name: Any = None, identifier: Any = None
@@ -246,11 +254,33 @@ class RuleVerdict:
     threshold: Optional[float] = None
 
 
+_ROUTE_CACHE_SIZE = 1024
+
+
+def _can_trip(raw: dict[str, Any]) -> bool:
+    """Whether anybody is over this rule: cheap, so untripped rules cost one look each."""
+    breakdown = raw.get("groupBreakdown")
+    if isinstance(breakdown, list):
+        group_by = raw.get("groupBy")
+        if breakdown or (isinstance(group_by, str) and group_by.strip()):
+            return any(
+                isinstance(entry, dict) and entry.get("breached", False) for entry in breakdown
+            )
+    return bool(raw.get("breached", False) or raw.get("blocked", False))
+
+
 class RuleSet:
-    """An immutable, indexed rule set; :meth:`evaluate` is the hot path."""
+    """An immutable, indexed rule set; :meth:`evaluate` is the hot path.
+
+    Only rules somebody is over are compiled up front; the rest (usually
+    nearly all) are compiled on demand, when a department verdict names one
+    or :meth:`explain` asks.
+    """
 
     __slots__ = (
+        "_compiled",
         "_fingerprint",
+        "_routes",
         "active",
         "balances",
         "blocks",
@@ -260,7 +290,8 @@ class RuleSet:
         "has_departments",
         "payload",
         "quiet",
-        "rules",
+        "raw_rules",
+        "routed",
         "shadow",
         "warnings",
     )
@@ -269,22 +300,30 @@ class RuleSet:
         self.payload = payload
         self.generation = generation
         self._fingerprint: Optional[str] = None
-        rules: list[CompiledRule] = []
-        by_id: dict[str, CompiledRule] = {}
+        self._compiled: dict[int, CompiledRule] = {}
+        self._routes: dict[tuple[Any, Any], tuple[CompiledRule, ...]] = {}
+        raw_rules: list[tuple[int, dict[str, Any]]] = []
+        by_id: dict[str, tuple[int, dict[str, Any]]] = {}
+        tripped: list[CompiledRule] = []
         for position, raw in enumerate(payload.rules):
             if not isinstance(raw, dict):
                 continue
-            rule = CompiledRule(position, raw)
-            rules.append(rule)
+            raw_rules.append((position, raw))
             key = raw.get("ruleId")
             if key is None:
                 key = raw.get("id")
             if isinstance(key, (int, str)) and not isinstance(key, bool):
-                by_id.setdefault(str(key), rule)
-        self.rules = tuple(rules)
+                by_id.setdefault(str(key), (position, raw))
+            if _can_trip(raw):
+                tripped.append(self._compile(position, raw))
+        self.raw_rules = raw_rules
         self.by_id = by_id
-        self.active = tuple(r for r in rules if r.can_trip and not r.is_department and not r.shadow)
-        self.shadow = tuple(r for r in rules if r.can_trip and not r.is_department and r.shadow)
+        self.active = tuple(
+            r for r in tripped if r.can_trip and not r.is_department and not r.shadow
+        )
+        self.shadow = tuple(r for r in tripped if r.can_trip and not r.is_department and r.shadow)
+        # Whether a (model, provider) pair can narrow the tripped rules down.
+        self.routed = any(r.filters is not None and r.filters.route for r in self.active)
         self.blocks = payload.blocks
         self.balances = payload.balances
         self.warnings = payload.warnings
@@ -293,6 +332,22 @@ class RuleSet:
         # Nobody is over any limit: a check can pass without looking at the call.
         self.quiet = not (self.active or self.shadow or self.has_departments)
 
+    def _compile(self, position: int, raw: dict[str, Any]) -> CompiledRule:
+        rule = self._compiled.get(position)
+        if rule is None:
+            rule = self._compiled[position] = CompiledRule(position, raw)
+        return rule
+
+    def rule_by_id(self, rule_id: Any) -> Optional[CompiledRule]:
+        """The first rule whose ``ruleId`` (else ``id``) reads as ``rule_id``."""
+        found = self.by_id.get(str(rule_id))
+        return self._compile(*found) if found is not None else None
+
+    @property
+    def rules(self) -> list[CompiledRule]:
+        """Every rule, compiled (slow: for explanations and tools)."""
+        return [self._compile(position, raw) for position, raw in self.raw_rules]
+
     @property
     def fingerprint(self) -> str:
         if self._fingerprint is None:
@@ -300,7 +355,25 @@ class RuleSet:
         return self._fingerprint
 
     def __len__(self) -> int:
-        return len(self.rules)
+        return len(self.raw_rules)
+
+    def _active_for(self, facts: CallFacts) -> tuple[CompiledRule, ...]:
+        """The tripped rules whose model and provider rows hold, cached per pair."""
+        if not self.routed:
+            return self.active
+        model, provider = facts.model, facts.provider
+        if not (type(model) is str or model is None) or not (
+            type(provider) is str or provider is None
+        ):
+            return tuple(r for r in self.active if r.covers_route(facts))
+        key = (model, provider)
+        routed = self._routes.get(key)
+        if routed is None:
+            routed = tuple(r for r in self.active if r.covers_route(facts))
+            if len(self._routes) >= _ROUTE_CACHE_SIZE:
+                self._routes.clear()
+            self._routes[key] = routed
+        return routed
 
     # -- the verdict -------------------------------------------------------
 
@@ -310,8 +383,8 @@ class RuleSet:
             self._judge_departments(facts, now, observer)
         for rule in self.shadow:
             self._report_shadow(rule, facts, now, observer)
-        for rule in self.active:
-            if rule.ended(now) or not rule.covers(facts):
+        for rule in self._active_for(facts):
+            if rule.ended(now) or not rule.covers_metadata(facts):
                 continue
             tripped, current_value = rule.trips(facts)
             if not tripped:
@@ -370,7 +443,7 @@ class RuleSet:
             else CANDIDATE_DECIDED
         )
         for candidate in listed:
-            rule = self.by_id.get(str(candidate.rule_id))
+            rule = self.rule_by_id(candidate.rule_id)
             if rule is None:
                 return candidate
             if rule.ended(now):
@@ -382,7 +455,7 @@ class RuleSet:
     def _department_verdict(
         self, rule_id: int, own_balance: Optional[float], now: float, observer: Observer
     ) -> None:
-        rule = self.by_id.get(str(rule_id))
+        rule = self.rule_by_id(rule_id)
         if rule is None:
             raise BudgetExceededError(
                 f"{_BLOCK_PREFIX}{DEPARTMENT_FALLBACK_NAME}",

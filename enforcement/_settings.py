@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
@@ -95,14 +95,16 @@ def _raw_reader(environ: Mapping[str, str], name: str) -> Callable[[], object]:
     for it we encode the key once and return the stored bytes, which is a
     plain dict lookup. Any other mapping is read through ``get``.
     """
+    get, key = _raw_getter(environ, name)
+    return lambda: get(key)
+
+
+def _raw_getter(environ: Mapping[str, str], name: str) -> tuple[Callable[[Any], object], Any]:
     data = getattr(environ, "_data", None)
     encodekey = getattr(environ, "encodekey", None)
     if isinstance(environ, os._Environ) and isinstance(data, dict) and encodekey is not None:
-        key = encodekey(name)
-        get = data.get
-        return lambda: get(key)
-    get_value = environ.get
-    return lambda: get_value(name)
+        return data.get, encodekey(name)
+    return environ.get, name
 
 
 def _decode(raw: object) -> Optional[str]:
@@ -113,40 +115,60 @@ def _decode(raw: object) -> Optional[str]:
     return str(raw)
 
 
-class _LiveSetting:
-    """One environment value parsed once per distinct raw value."""
+def _live(
+    environ: Mapping[str, str], name: str, parse: Callable[[Optional[str]], bool]
+) -> Callable[[], bool]:
+    """A function returning ``name`` parsed, re-parsing only when the raw value changes."""
+    get, key = _raw_getter(environ, name)
+    last: list[Any] = [object(), False]
 
-    __slots__ = ("_parse", "_parsed", "_raw", "_read")
+    def current() -> bool:
+        raw = get(key)
+        if raw is not last[0] and raw != last[0]:
+            last[1] = parse(_decode(raw))
+            last[0] = raw
+        return bool(last[1])
 
-    def __init__(
-        self, environ: Mapping[str, str], name: str, parse: Callable[[Optional[str]], bool]
-    ) -> None:
-        self._read = _raw_reader(environ, name)
-        self._parse = parse
-        self._raw: object = object()
-        self._parsed = False
-
-    def __call__(self) -> bool:
-        raw = self._read()
-        if raw is not self._raw and raw != self._raw:
-            self._parsed = self._parse(_decode(raw))
-            self._raw = raw
-        return self._parsed
+    return current
 
 
 class Switches:
     """The three switches an operator flips on a live process, read per call.
 
-    ``bypass()`` turns everything off at once; ``enabled()`` is the opt-in;
-    ``fail_closed()`` says what to do before any rule set has ever loaded.
+    ``off()`` is true when enforcement is bypassed or not enabled, the one
+    question every call asks first, answered with two dict lookups;
+    ``bypass()``, ``enabled()`` and ``fail_closed()`` read one switch each.
     """
 
-    __slots__ = ("bypass", "enabled", "fail_closed")
+    __slots__ = ("bypass", "enabled", "fail_closed", "off")
 
     def __init__(self, environ: Mapping[str, str]) -> None:
-        self.bypass = _LiveSetting(environ, ENV.BYPASS, lambda raw: parse_flag(ENV.BYPASS, raw))
-        self.enabled = _LiveSetting(environ, ENV.ENABLED, lambda raw: parse_flag(ENV.ENABLED, raw))
-        self.fail_closed = _LiveSetting(environ, ENV.FAIL_MODE, parse_fail_closed)
+        self.bypass = _live(environ, ENV.BYPASS, lambda raw: parse_flag(ENV.BYPASS, raw))
+        self.enabled = _live(environ, ENV.ENABLED, lambda raw: parse_flag(ENV.ENABLED, raw))
+        self.fail_closed = _live(environ, ENV.FAIL_MODE, parse_fail_closed)
+        self.off = _off_switch(environ)
+
+
+def _off_switch(environ: Mapping[str, str]) -> Callable[[], bool]:
+    get_bypass, bypass_key = _raw_getter(environ, ENV.BYPASS)
+    get_enabled, enabled_key = _raw_getter(environ, ENV.ENABLED)
+    last_bypass: Any = object()
+    last_enabled: Any = object()
+    result = True
+
+    def off() -> bool:
+        nonlocal last_bypass, last_enabled, result
+        bypass = get_bypass(bypass_key)
+        enabled = get_enabled(enabled_key)
+        if bypass is last_bypass and enabled is last_enabled:
+            return result
+        result = parse_flag(ENV.BYPASS, _decode(bypass)) or not parse_flag(
+            ENV.ENABLED, _decode(enabled)
+        )
+        last_bypass, last_enabled = bypass, enabled
+        return result
+
+    return off
 
 
 class Settings(BaseModel):
