@@ -88,7 +88,10 @@ def fmt_ns(value: Optional[float]) -> str:
 
 
 def print_table(results: Sequence[Result]) -> None:
-    header = f"{'scenario':<46} {'ours':>10} {'ours p99':>10} {'reference':>11} {'ref p99':>10} {'ref/ours':>9}"
+    header = (
+        f"{'scenario':<46} {'ours':>10} {'ours p99':>10} {'reference':>11} "
+        f"{'ref p99':>10} {'ref/ours':>9}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:

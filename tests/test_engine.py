@@ -7,16 +7,23 @@ from typing import Any, Callable
 
 import pytest
 
-from enforcement import BudgetExceededError, Decision, Engine, EnforcementUnavailableError
+from enforcement import BudgetExceededError, Decision, EnforcementUnavailableError, Engine
 
 FUTURE = "2099-01-01T00:00:00Z"
 PAST = "2001-01-01T00:00:00.123456789Z"
 
 
 def rule(rule_id: int = 1, **fields: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"ruleId": rule_id, "name": f"rule-{rule_id}", "breached": False,
-                            "action": "BLOCK", "threshold": 100.0, "currentValue": 10.0,
-                            "windowEnd": FUTURE, "filters": []}
+    base: dict[str, Any] = {
+        "ruleId": rule_id,
+        "name": f"rule-{rule_id}",
+        "breached": False,
+        "action": "BLOCK",
+        "threshold": 100.0,
+        "currentValue": 10.0,
+        "windowEnd": FUTURE,
+        "filters": [],
+    }
     base.update(fields)
     return base
 
@@ -76,19 +83,39 @@ def test_empty_loaded_rule_set_passes_fail_closed(engine: Engine, env: dict[str,
 
 
 def test_block_carries_structured_fields(engine: Engine) -> None:
-    engine.load_payload([rule(7, name="daily", breached=True, threshold="500", currentValue="512.4",
-                              resetsAt="2026-11-24T00:00:00Z", denyMessage="  Ask finance.  ",
-                              periodType="DAILY", metricType="TOTAL_COST")])
+    engine.load_payload(
+        [
+            rule(
+                7,
+                name="daily",
+                breached=True,
+                threshold="500",
+                currentValue="512.4",
+                resetsAt="2026-11-24T00:00:00Z",
+                denyMessage="  Ask finance.  ",
+                periodType="DAILY",
+                metricType="TOTAL_COST",
+            )
+        ]
+    )
     with pytest.raises(BudgetExceededError) as raised:
         engine.check({"organizationName": "acme"}, model="gpt-4o", provider="openai")
     err = raised.value
     assert str(err) == "Request blocked by Revenium enforcement rule: daily. Ask finance."
     assert (err.rule_name, err.rule_id, err.current_value, err.threshold) == (
-        "daily", 7, 512.4, 500.0)
+        "daily",
+        7,
+        512.4,
+        500.0,
+    )
     assert err.resets_at == "2026-11-24T00:00:00Z"
     assert err.deny_message == "Ask finance."
     assert (err.period_type, err.metric_type, err.action, err.source) == (
-        "DAILY", "TOTAL_COST", "BLOCK", "server")
+        "DAILY",
+        "TOTAL_COST",
+        "BLOCK",
+        "server",
+    )
 
 
 def test_resets_at_falls_back_to_window_end(engine: Engine) -> None:
@@ -132,18 +159,31 @@ def test_shadow_rule_reports_instead_of_blocking(engine: Engine) -> None:
 
 
 def test_first_blocking_rule_in_order_wins(engine: Engine) -> None:
-    engine.load_payload([rule(1), rule(2, breached=True, action="NOTIFY"),
-                         rule(3, breached=True), rule(4, breached=True)])
+    engine.load_payload(
+        [
+            rule(1),
+            rule(2, breached=True, action="NOTIFY"),
+            rule(3, breached=True),
+            rule(4, breached=True),
+        ]
+    )
     with pytest.raises(BudgetExceededError) as raised:
         engine.check()
     assert raised.value.rule_id == 3
 
 
 def test_filters_narrow_a_rule(engine: Engine) -> None:
-    engine.load_payload([rule(breached=True, filters=[
-        {"dimension": "MODEL", "operator": "IS", "value": "gpt-4o-mini-2024-07-18"},
-        {"dimension": "ORGANIZATION", "operator": "IS", "value": "acme"},
-    ])])
+    engine.load_payload(
+        [
+            rule(
+                breached=True,
+                filters=[
+                    {"dimension": "MODEL", "operator": "IS", "value": "gpt-4o-mini-2024-07-18"},
+                    {"dimension": "ORGANIZATION", "operator": "IS", "value": "acme"},
+                ],
+            )
+        ]
+    )
     engine.check({"organizationName": "acme"}, model="gpt-4o", provider="openai")
     engine.check({"organizationName": "other"}, model="gpt-4o-mini", provider="openai")
     engine.check({}, model="gpt-4o-mini", provider="openai")
@@ -154,10 +194,18 @@ def test_filters_narrow_a_rule(engine: Engine) -> None:
 
 
 def test_grouped_rule_judges_the_callers_own_entry(engine: Engine) -> None:
-    engine.load_payload([rule(groupBy="SUBSCRIBER", breached=True, groupBreakdown=[
-        {"groupValue": "u-1", "currentValue": 5, "breached": False},
-        {"groupValue": "ann@example.com", "currentValue": "150", "breached": True},
-    ])])
+    engine.load_payload(
+        [
+            rule(
+                groupBy="SUBSCRIBER",
+                breached=True,
+                groupBreakdown=[
+                    {"groupValue": "u-1", "currentValue": 5, "breached": False},
+                    {"groupValue": "ann@example.com", "currentValue": "150", "breached": True},
+                ],
+            )
+        ]
+    )
     engine.check({"subscriber": {"id": "u-1", "email": "ann@example.com"}})
     engine.check({"subscriber": {"email": "bob@example.com"}})
     engine.check()
@@ -167,11 +215,13 @@ def test_grouped_rule_judges_the_callers_own_entry(engine: Engine) -> None:
 
 
 def test_department_map_blocks_by_normalized_email(engine: Engine) -> None:
-    engine.load_payload({
-        "rules": [rule(9, name="eng-dept", departmentId=3, breached=True, currentValue=900)],
-        "departmentBudgetBlocks": {" Ann@Example.com": 9, "bob@example.com": 404},
-        "departmentBudgetBlockBalances": {"ann@example.com": "120.5"},
-    })
+    engine.load_payload(
+        {
+            "rules": [rule(9, name="eng-dept", departmentId=3, breached=True, currentValue=900)],
+            "departmentBudgetBlocks": {" Ann@Example.com": 9, "bob@example.com": 404},
+            "departmentBudgetBlockBalances": {"ann@example.com": "120.5"},
+        }
+    )
     engine.check({"subscriber": {"email": "carol@example.com"}})
     with pytest.raises(BudgetExceededError) as raised:
         engine.check({"subscriber_email": "ANN@example.com"})
@@ -184,8 +234,9 @@ def test_department_map_blocks_by_normalized_email(engine: Engine) -> None:
 def test_department_warn_tier_logs_once_per_generation_without_email(
     engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine.load_payload({"rules": [rule(5, departmentId=1)],
-                         "departmentBudgetWarnings": {"ann@example.com": 5}})
+    engine.load_payload(
+        {"rules": [rule(5, departmentId=1)], "departmentBudgetWarnings": {"ann@example.com": 5}}
+    )
     for _ in range(3):
         engine.check({"subscriber": {"email": "ann@example.com"}})
     lines = [r.message for r in caplog.records if "Approaching" in r.message]
@@ -194,32 +245,58 @@ def test_department_warn_tier_logs_once_per_generation_without_email(
 
 @pytest.mark.parametrize("metadata", ["a string", ["a", "list"], 42, object()])
 def test_metadata_that_is_not_a_mapping_is_no_metadata(engine: Engine, metadata: Any) -> None:
-    engine.load_payload([rule(groupBy="SUBSCRIBER", groupBreakdown=[
-        {"groupValue": "x", "breached": True}]), rule(2, breached=True, filters=[
-            {"dimension": "AGENT", "operator": "IS_NOT", "value": "bot"}])])
+    engine.load_payload(
+        [
+            rule(groupBy="SUBSCRIBER", groupBreakdown=[{"groupValue": "x", "breached": True}]),
+            rule(
+                2,
+                breached=True,
+                filters=[{"dimension": "AGENT", "operator": "IS_NOT", "value": "bot"}],
+            ),
+        ]
+    )
     with pytest.raises(BudgetExceededError) as raised:
         engine.check(metadata)
     assert raised.value.rule_id == 2
 
 
 def test_odd_metadata_never_raises_anything_else(engine: Engine) -> None:
-    engine.load_payload({"rules": [rule(groupBy="SUBSCRIBER", groupBreakdown=[
-        {"groupValue": "x", "breached": True}]), rule(2, filters=[])],
-        "departmentBudgetBlocks": {"a@b.c": 1}})
-    for metadata in ({"subscriber": {"id": ["unhashable"], "email": {"x": 1}}},
-                     {"subscriber": "not a dict", "subscriber_email": 12},
-                     {"subscriber_id": 10**400}):
+    engine.load_payload(
+        {
+            "rules": [
+                rule(groupBy="SUBSCRIBER", groupBreakdown=[{"groupValue": "x", "breached": True}]),
+                rule(2, filters=[]),
+            ],
+            "departmentBudgetBlocks": {"a@b.c": 1},
+        }
+    )
+    for metadata in (
+        {"subscriber": {"id": ["unhashable"], "email": {"x": 1}}},
+        {"subscriber": "not a dict", "subscriber_email": 12},
+        {"subscriber_id": 10**400},
+    ):
         engine.check(metadata, model=None, provider=None)
 
 
 def test_explain_names_every_rule(engine: Engine) -> None:
-    engine.load_payload([rule(1, breached=True, filters=[
-        {"dimension": "MODEL", "operator": "IS", "value": "claude-3-5-haiku"}]),
-        rule(2), rule(3, breached=True, shadowMode=True)])
+    engine.load_payload(
+        [
+            rule(
+                1,
+                breached=True,
+                filters=[{"dimension": "MODEL", "operator": "IS", "value": "claude-3-5-haiku"}],
+            ),
+            rule(2),
+            rule(3, breached=True, shadowMode=True),
+        ]
+    )
     explanation = engine.explain(model="gpt-4o", provider="openai")
     assert not explanation.blocked
     assert [(v.rule_id, v.covers, v.blocks) for v in explanation.rules] == [
-        (1, False, False), (2, True, False), (3, True, False)]
+        (1, False, False),
+        (2, True, False),
+        (3, True, False),
+    ]
     assert "shadow" in explanation.rules[2].reason
 
 
@@ -228,7 +305,11 @@ def test_status_is_a_value(engine: Engine) -> None:
     engine.load_payload([rule(breached=True), rule(2)])
     status = engine.status()
     assert (status.loaded, status.rule_count, status.tripped_count, status.generation) == (
-        True, 2, 1, 1)
+        True,
+        2,
+        1,
+        1,
+    )
 
 
 def test_identical_payload_is_not_a_new_generation(engine: Engine) -> None:
@@ -245,8 +326,14 @@ def test_load_payload_refuses_a_body_without_rules(engine: Engine) -> None:
 
 
 async def test_acheck_blocks_and_passes(engine: Engine) -> None:
-    engine.load_payload([rule(breached=True, filters=[
-        {"dimension": "PROVIDER", "operator": "IS", "value": "ANTHROPIC"}])])
+    engine.load_payload(
+        [
+            rule(
+                breached=True,
+                filters=[{"dimension": "PROVIDER", "operator": "IS", "value": "ANTHROPIC"}],
+            )
+        ]
+    )
     await engine.acheck(model="gpt-4o", provider="openai")
     with pytest.raises(BudgetExceededError):
         await engine.acheck(model="claude-opus-4", provider="claudecode")
