@@ -10,6 +10,7 @@ the call at all.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import random
@@ -24,7 +25,7 @@ import httpx
 from ._callfacts import CallFacts
 from ._errors import BudgetExceededError, EnforcementUnavailableError
 from ._events import Decision, Listener
-from ._feed import Feed, FeedResult
+from ._feed import Feed, FeedResult, RetryPolicy
 from ._mirror import Mirror
 from ._poller import Poller
 from ._ruleset import CompiledRule, RuleSet, RuleVerdict
@@ -92,8 +93,8 @@ class Engine:
 
     ``environ`` is where the settings and the live switches are read (the
     process environment by default); ``settings`` overrides what is fetched
-    and where it is mirrored. ``transport``, ``clock`` and ``wall_clock`` are
-    for tests.
+    and where it is mirrored. ``retry_policy`` and ``timeout`` shape each
+    read of the feed; ``transport``, ``clock`` and ``wall_clock`` are for tests.
     """
 
     def __init__(
@@ -102,6 +103,8 @@ class Engine:
         *,
         environ: Optional[Mapping[str, str]] = None,
         transport: Optional[httpx.BaseTransport] = None,
+        retry_policy: Optional[RetryPolicy] = None,
+        timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -113,6 +116,8 @@ class Engine:
         self._enabled = switches.enabled
         self._fail_closed = switches.fail_closed
         self._transport = transport
+        self._retry_policy = retry_policy or RetryPolicy()
+        self._timeout = timeout
         self._clock = clock
         self._wall_clock = wall_clock
         self._ruleset: Optional[RuleSet] = None
@@ -314,6 +319,12 @@ class Engine:
                     transport=self._transport,
                     wall_clock=self._wall_clock,
                     stop=self._poller.stop_event,
+                    timeout=self._timeout,
+                    refresh_policy=self._retry_policy,
+                    inspection_policy=dataclasses.replace(
+                        self._retry_policy,
+                        retry_after_budget=min(self._retry_policy.retry_after_budget, 20.0),
+                    ),
                 )
                 self._feed_pid = os.getpid()
             return self._feed

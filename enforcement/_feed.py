@@ -114,8 +114,12 @@ class Feed:
         wall_clock: Callable[[], float],
         stop: threading.Event,
         timeout: float = 10.0,
+        refresh_policy: RetryPolicy = REFRESH_POLICY,
+        inspection_policy: RetryPolicy = INSPECTION_POLICY,
     ) -> None:
         self.settings = settings
+        self.refresh_policy = refresh_policy
+        self.inspection_policy = inspection_policy
         self._wall_clock = wall_clock
         self._stop = stop
         self._client = httpx.Client(
@@ -141,14 +145,18 @@ class Feed:
         self,
         *,
         etag: Optional[str] = None,
-        policy: RetryPolicy = REFRESH_POLICY,
+        policy: Optional[RetryPolicy] = None,
         attempts: Optional[int] = None,
         params: Optional[dict[str, Any]] = None,
     ) -> FeedResult:
         """The team's rules; ``etag`` asks for a 304 when nothing changed."""
         headers = {"if-none-match": etag} if etag else None
         result = self.get(
-            self.team_url, params=params, headers=headers, policy=policy, attempts=attempts
+            self.team_url,
+            params=params,
+            headers=headers,
+            policy=policy or self.refresh_policy,
+            attempts=attempts,
         )
         if isinstance(result, FeedResult):
             return result
@@ -171,10 +179,9 @@ class Feed:
         self,
         url: str,
         params: Optional[dict[str, Any]] = None,
-        policy: RetryPolicy = INSPECTION_POLICY,
     ) -> Any:
         """One inspection read: the decoded body, or ``None`` (204, failure, bad body)."""
-        result = self.get(url, params=params, policy=policy)
+        result = self.get(url, params=params, policy=self.inspection_policy)
         if isinstance(result, FeedResult):
             return None
         response, body = result

@@ -7,11 +7,12 @@ this module runs a small threaded HTTP server that speaks CONTRACT §1 and §2
 demand: error statuses with ``Retry-After``, hangs, TCP resets, garbage and
 oversized bodies. It needs nothing beyond the standard library.
 
+>>> from enforcement import Engine
 >>> from enforcement.testing import RulesServer, make_rule
 >>> with RulesServer() as server:  # doctest: +SKIP
 ...     server.set_rules([make_rule(1, "daily-cap", breached=True)])
-...     os.environ.update(server.env())
-...     ...  # a call now fails with BudgetExceededError
+...     engine = Engine(environ=server.env(REVENIUM_CACHE_DIR="off"))
+...     ...  # engine.check(...) now raises BudgetExceededError
 """
 
 from __future__ import annotations
@@ -332,8 +333,9 @@ class RulesServer:
 
         with RulesServer(team_id="team-1", api_key="hak_test") as server:
             server.set_rules([make_rule(1, "daily-cap")])
-            server.fail_next(2, status=503)
-            monkeypatch.setattr(os, "environ", {**os.environ, **server.env()})
+            server.fail_next(2, status=503)  # the first refresh retries twice
+            for name, value in server.env().items():
+                monkeypatch.setenv(name, value)
             ...
             server.update_rule(1, breached=True, current_value=120.0)
             assert server.wait_for_requests(4)
@@ -388,12 +390,11 @@ class RulesServer:
 
     def close(self) -> None:
         """Stop serving and release hanging handlers; returns within about 2 s."""
-        if self._closed:
-            return
-        self._closed = True
-        self._closing.set()
         with self._cond:
-            self._cond.notify_all()
+            if self._closed:
+                return
+            self._closed = True
+        self._closing.set()
         httpd = self._httpd
         if httpd is None:
             return
@@ -720,6 +721,8 @@ class _HTTPServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; Nagle would hold the body ~40 ms.
+    disable_nagle_algorithm = True
     server_version = "RulesServer"
     sys_version = ""
 

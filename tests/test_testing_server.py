@@ -37,7 +37,7 @@ def server() -> Iterator[RulesServer]:
         assert running.errors == []
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def client() -> Iterator[httpx.Client]:
     with httpx.Client(headers=KEY, timeout=5.0) as http:
         yield http
@@ -453,15 +453,14 @@ def test_wait_for_requests(server: RulesServer) -> None:
     caller.join()
 
 
-def test_concurrent_requests(server: RulesServer) -> None:
+def test_concurrent_requests(server: RulesServer, client: httpx.Client) -> None:
     server.set_rules([make_rule(1)])
     server.add_fault(Fault.delay(0.2))
     codes: list[int] = []
     lock = threading.Lock()
 
     def call() -> None:
-        with httpx.Client(headers=KEY) as http:
-            code = http.get(server.url).status_code
+        code = client.get(server.url).status_code
         with lock:
             codes.append(code)
 

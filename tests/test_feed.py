@@ -1,0 +1,325 @@
+"""The engine against a real rules server on 127.0.0.1, with every fault injected."""
+
+from __future__ import annotations
+
+import email.utils
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from enforcement import BudgetExceededError, Engine, RetryPolicy
+from enforcement.testing import Fault, RulesServer, make_rule
+
+FUTURE = "2099-01-01T00:00:00Z"
+FAST = RetryPolicy(first_backoff=0.01, jitter=0.0, retry_after_budget=2.0)
+
+
+def breached(rule_id: int = 1, **fields: Any) -> dict[str, Any]:
+    return make_rule(rule_id, f"cap-{rule_id}", breached=True, window_end=FUTURE, **fields)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def blocks(engine: Engine) -> bool:
+    try:
+        engine.check({}, model="gpt-4o", provider="openai")
+    except BudgetExceededError:
+        return True
+    return False
+
+
+@pytest.fixture
+def server() -> Iterator[RulesServer]:
+    with RulesServer(team_id="team-1", api_key="hak_test") as running:
+        yield running
+
+
+@pytest.fixture
+def feed_env(server: RulesServer, tmp_path: Path) -> dict[str, str]:
+    return server.env(REVENIUM_CACHE_DIR=str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def engine(feed_env: dict[str, str], make_engine: Callable[..., Engine]) -> Engine:
+    return make_engine(environ=feed_env, retry_policy=FAST, timeout=1.0)
+
+
+@pytest.fixture
+def loaded(engine: Engine, server: RulesServer) -> Engine:
+    """An engine whose last good verdict is a breached rule."""
+    server.set_rules([breached()])
+    assert engine.refresh()
+    assert blocks(engine)
+    server.reset_requests()
+    return engine
+
+
+def test_first_call_starts_the_poller_and_rules_arrive(engine: Engine, server: RulesServer) -> None:
+    server.set_rules([breached()])
+    assert not blocks(engine)  # nothing loaded yet: fail open, without waiting
+    assert wait_until(lambda: engine.status().loaded)
+    assert blocks(engine)
+    request = server.requests[0]
+    assert request.headers["x-api-key"] == "hak_test"
+    assert request.query == {}
+    assert request.path.endswith("/v2/api/ai/enforcement-rules/team-1")
+
+
+def test_breach_flips_on_the_server(loaded: Engine, server: RulesServer) -> None:
+    server.update_rule(1, breached=False)
+    assert loaded.refresh()
+    assert not blocks(loaded)
+
+
+def test_team_id_is_percent_encoded(make_engine: Callable[..., Engine], tmp_path: Path) -> None:
+    with RulesServer(team_id="a/b?c", api_key="hak_test") as odd:
+        engine = make_engine(environ=odd.env(REVENIUM_CACHE_DIR="off"), retry_policy=FAST)
+        odd.set_rules([breached()])
+        assert engine.refresh()
+        assert odd.requests[0].path.endswith("/enforcement-rules/a%2Fb%3Fc")
+
+
+def test_enforcement_base_url_path_is_kept(make_engine: Callable[..., Engine]) -> None:
+    with RulesServer(base_path="/profitstream") as proxied:
+        proxied.set_rules([breached()])
+        env = proxied.env(REVENIUM_CACHE_DIR="off")
+        env["REVENIUM_ENFORCEMENT_BASE_URL"] = proxied.base_url + "/"
+        engine = make_engine(environ=env, retry_policy=FAST)
+        assert engine.refresh()
+        assert blocks(engine)
+
+
+def test_204_is_a_successful_empty_rule_set(loaded: Engine, server: RulesServer) -> None:
+    server.set_status(204)
+    assert loaded.refresh()
+    assert not blocks(loaded)
+    assert loaded.status().loaded
+
+
+def test_etag_304_keeps_the_generation(loaded: Engine, server: RulesServer) -> None:
+    generation = loaded.status().generation
+    assert loaded.refresh()
+    assert server.requests[-1].headers.get("if-none-match")
+    assert loaded.status().generation == generation
+    assert blocks(loaded)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault.status(401),
+        Fault.status(403),
+        Fault.status(404),
+        Fault.status(500),
+        Fault.status(503),
+        Fault.reset(),
+        Fault.garbage(),
+        Fault.body(b'"just a string"'),
+        Fault.body(b"42"),
+        Fault.body(b'{"rules": null}'),
+        Fault.body(b'{"error": "bad gateway"}'),
+        Fault.body(b'{"rules": {"not": "a list"}}'),
+        Fault.huge(20 * 1024 * 1024),
+        Fault.huge(20 * 1024 * 1024, chunked=True),
+    ],
+    ids=lambda fault: f"{fault.kind}-{fault.code}-{fault.content[:12]!r}-{fault.chunked}",
+)
+def test_a_failed_read_keeps_the_last_good_verdict(
+    loaded: Engine, server: RulesServer, fault: Fault
+) -> None:
+    server.set_fault(fault)
+    assert not loaded.refresh()
+    assert blocks(loaded)
+    status = loaded.status()
+    assert status.last_error and status.consecutive_failures == 1
+    server.set_fault(None)
+    server.update_rule(1, breached=False)
+    assert loaded.refresh()
+    assert not blocks(loaded)
+
+
+def test_transient_errors_are_retried_within_one_refresh(
+    loaded: Engine, server: RulesServer
+) -> None:
+    server.update_rule(1, breached=False)
+    server.fail_next(2, status=503)
+    server.add_fault(Fault.reset())
+    assert loaded.refresh()
+    assert server.request_count == 4
+    assert not blocks(loaded)
+
+
+def test_non_retryable_status_is_not_retried(loaded: Engine, server: RulesServer) -> None:
+    server.set_fault(Fault.status(401))
+    assert not loaded.refresh()
+    assert server.request_count == 1
+
+
+def test_five_attempts_then_give_up(loaded: Engine, server: RulesServer) -> None:
+    server.set_fault(Fault.status(500))
+    assert not loaded.refresh()
+    assert server.request_count == 5
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_retry_after_within_budget_is_honoured(
+    loaded: Engine, server: RulesServer, form: str
+) -> None:
+    value = "1" if form == "seconds" else email.utils.formatdate(time.time() + 1.2, usegmt=True)
+    server.add_fault(Fault.status(429, headers={"Retry-After": value}))
+    server.update_rule(1, breached=False)
+    started = time.monotonic()
+    assert loaded.refresh()
+    assert time.monotonic() - started >= 0.2
+    assert server.request_count == 2
+
+
+def test_retry_after_past_the_budget_starts_a_cooldown(loaded: Engine, server: RulesServer) -> None:
+    server.set_fault(Fault.status(429, headers={"Retry-After": "120"}))
+    started = time.monotonic()
+    assert not loaded.refresh()
+    assert time.monotonic() - started < 1.0  # gave up at once instead of waiting
+    assert server.request_count == 1
+    assert blocks(loaded)
+    # Callers finding the cache stale do not wake the poller into the cooldown.
+    loaded.stop_polling()
+    for _ in range(50):
+        blocks(loaded)
+    time.sleep(0.3)
+    assert server.request_count == 1
+
+
+def test_callers_never_wait_on_a_hanging_feed(
+    make_engine: Callable[..., Engine], server: RulesServer, feed_env: dict[str, str]
+) -> None:
+    server.set_fault(Fault.hang(30))
+    engine = make_engine(environ=feed_env, retry_policy=FAST, timeout=5.0)
+    durations = []
+    for _ in range(20):
+        started = time.perf_counter()
+        engine.check({}, model="gpt-4o")
+        durations.append(time.perf_counter() - started)
+    assert server.wait_for_requests(1)
+    assert max(durations) < 0.05, durations
+
+
+def test_64_threads_on_a_stale_cache_make_one_request(
+    make_engine: Callable[..., Engine], server: RulesServer, feed_env: dict[str, str]
+) -> None:
+    server.set_rules([breached()])
+    server.set_fault(Fault.delay(0.3))
+    engine = make_engine(environ=feed_env, retry_policy=FAST)
+    barrier = threading.Barrier(64)
+    errors: list[BaseException] = []
+
+    def caller() -> None:
+        try:
+            barrier.wait()
+            for _ in range(20):
+                engine.check({})
+        except BudgetExceededError:
+            pass
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=caller) for _ in range(64)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert wait_until(lambda: engine.status().loaded)
+    time.sleep(0.2)
+    assert server.request_count == 1
+
+
+def test_stop_polling_joins_and_the_next_call_restarts(engine: Engine, server: RulesServer) -> None:
+    server.set_rules([breached()])
+    blocks(engine)
+    assert engine.status().poller_alive
+    assert wait_until(lambda: blocks(engine))
+    started = time.monotonic()
+    engine.stop_polling()
+    assert time.monotonic() - started < 5.0
+    assert not engine.status().poller_alive
+    assert blocks(engine)  # the last verdict holds
+    assert engine.status().poller_alive
+
+
+def test_fail_closed_lets_traffic_through_soon_after_the_feed_returns(
+    make_engine: Callable[..., Engine], server: RulesServer, feed_env: dict[str, str]
+) -> None:
+    feed_env["REVENIUM_CB_FAIL_MODE"] = "closed"
+    server.set_fault(Fault.status(503))
+    engine = make_engine(environ=feed_env, retry_policy=FAST)
+    assert blocks(engine)  # uninitialized: refused
+    assert server.wait_for_requests(1)
+    server.set_fault(None)
+    server.set_rules([make_rule(1, "quiet", window_end=FUTURE)])
+    assert wait_until(lambda: not blocks(engine), timeout=10.0)
+
+
+def test_inspection_reads(engine: Engine, server: RulesServer) -> None:
+    server.set_rules([breached(1), make_rule(2, "other", window_end=FUTURE)])
+    server.set_advisory([{"ruleId": 90, "source": "ANOMALY", "action": "NOTIFY"}])
+    server.set_roster({"rows": [{"key": "u-1"}], "blockedCount": 1})
+    rule = engine.fetch_enforcement_rule("2")
+    assert rule is not None and rule["name"] == "other"
+    assert server.requests[-1].query == {"ruleId": "2"}
+    assert engine.fetch_advisory_budgets() == [
+        {"ruleId": 90, "source": "ANOMALY", "action": "NOTIFY"}
+    ]
+    assert server.requests[-1].query == {"include": "advisory"}
+    roster = engine.fetch_enforcement_rule_roster("1", page=2, size=10, band="BLOCKED")
+    assert roster is not None and roster["blockedCount"] == 1
+    assert server.requests[-1].path.endswith("/team-1/roster")
+    assert server.requests[-1].query == {
+        "ruleId": "1",
+        "page": "2",
+        "size": "10",
+        "band": "BLOCKED",
+    }
+    with pytest.raises(ValueError):
+        engine.fetch_enforcement_rule("")
+    assert not engine.status().loaded  # inspection never touches the cache
+
+
+def test_missing_key_fetches_nothing(
+    make_engine: Callable[..., Engine], server: RulesServer, feed_env: dict[str, str]
+) -> None:
+    del feed_env["REVENIUM_METERING_API_KEY"]
+    engine = make_engine(environ=feed_env)
+    engine.check({})
+    time.sleep(0.2)
+    assert server.request_count == 0
+    assert not engine.status().configured
+
+
+@pytest.mark.parametrize("team", [".", ".."])
+def test_dot_team_ids_are_refused(
+    make_engine: Callable[..., Engine], server: RulesServer, feed_env: dict[str, str], team: str
+) -> None:
+    feed_env["REVENIUM_TEAM_ID"] = team
+    engine = make_engine(environ=feed_env)
+    engine.check({})
+    assert not engine.refresh()
+    assert server.request_count == 0
+
+
+def test_odd_key_prefix_is_used_anyway(make_engine: Callable[..., Engine], tmp_path: Path) -> None:
+    with RulesServer(api_key="sk-odd") as odd:
+        odd.set_rules([breached()])
+        engine = make_engine(environ=odd.env(REVENIUM_CACHE_DIR="off"), retry_policy=FAST)
+        assert engine.refresh()
+        assert blocks(engine)
