@@ -266,8 +266,8 @@ class Engine:
     # -- installing rule sets -------------------------------------------------
 
     def _load_snapshot(self) -> None:
-        if self._mirror is None:
-            return
+        if self._mirror is None or self._ruleset is not None:
+            return  # rules already arrived (a manual refresh or load): they are newer
         payload = self._mirror.load()
         if payload is None:
             return

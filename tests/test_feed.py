@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -323,3 +324,49 @@ def test_odd_key_prefix_is_used_anyway(make_engine: Callable[..., Engine], tmp_p
         engine = make_engine(environ=odd.env(REVENIUM_CACHE_DIR="off"), retry_policy=FAST)
         assert engine.refresh()
         assert blocks(engine)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_warm_stale_cache_on_a_hanging_feed_keeps_the_verdict_without_waiting(
+    make_engine: Callable[..., Engine], server: RulesServer, feed_env: dict[str, str]
+) -> None:
+    clock = FakeClock()
+    engine = make_engine(environ=feed_env, retry_policy=FAST, timeout=5.0, clock=clock)
+    server.set_rules([breached()])
+    assert engine.refresh()
+    server.reset_requests()
+    server.set_fault(Fault.hang(30))
+    clock.now += 3600  # long past the TTL
+    durations = []
+    for _ in range(20):
+        started = time.perf_counter()
+        assert blocks(engine)
+        durations.append(time.perf_counter() - started)
+    assert server.wait_for_requests(1)
+    assert max(durations) < 0.05, durations
+    assert engine.status().stale
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_polls_for_itself(loaded: Engine, server: RulesServer) -> None:
+    blocks(loaded)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            loaded.stop_polling()  # the child's own poller: start it again by calling
+            ok = blocks(loaded) and wait_until(lambda: loaded.status().poller_alive)
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert os.waitstatus_to_exitcode(status) == 0
