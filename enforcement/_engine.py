@@ -514,20 +514,27 @@ class Engine:
         model: Optional[str] = None,
         provider: Optional[str] = None,
     ) -> Explanation:
-        """Every rule's view of this call, and the verdict :meth:`check` would give."""
+        """Every rule's view of this call, and the verdict :meth:`check` would give.
+
+        A dry run: it reports, logs and counts nothing.
+        """
         enabled, bypass = self._enabled(), self._bypass()
         if enabled and not bypass and not self._started:
             self._start()
         ruleset = self._ruleset
         error: Optional[BudgetExceededError] = None
         rules: list[RuleVerdict] = []
+        facts = CallFacts(usage_metadata, model, provider, self._environ)
         if enabled and not bypass:
-            try:
-                self.check(usage_metadata, model=model, provider=provider)
-            except BudgetExceededError as raised:
-                error = raised
+            if ruleset is None:
+                if self._fail_closed():
+                    error = EnforcementUnavailableError(UNINITIALIZED_MESSAGE)
+            else:
+                try:
+                    ruleset.evaluate(facts, self._wall_clock(), _SILENT)
+                except BudgetExceededError as raised:
+                    error = raised
         if ruleset is not None:
-            facts = CallFacts(usage_metadata, model, provider, self._environ)
             rules = ruleset.explain(facts, self._wall_clock())
         return Explanation(enabled, bypass, ruleset is not None, error, rules)
 
@@ -633,6 +640,27 @@ class Engine:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class _Silent:
+    """An observer that hears nothing: for dry runs."""
+
+    def warn_only(self, rule: CompiledRule, current_value: Optional[float]) -> None:
+        pass
+
+    def shadow_would_block(self, rule: CompiledRule, current_value: Optional[float]) -> None:
+        pass
+
+    def department_not_blocking(self, rule: CompiledRule, reason: str) -> None:
+        pass
+
+    def warn_tier(
+        self, ruleset: RuleSet, email: str, rule_id: int, balance: Optional[float]
+    ) -> None:
+        pass
+
+
+_SILENT = _Silent()
 
 
 def _same_payload(current: RuleSet, candidate: RuleSet) -> bool:
