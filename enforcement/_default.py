@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
 from ._engine import Engine, Explanation
-from ._settings import ENV, _raw_reader
+from ._settings import ENV, _raw_getter, _raw_reader
 
 __all__ = [
     "acheck_enforcement",
@@ -28,14 +28,34 @@ __all__ = [
     "stop_polling",
 ]
 
-_IDENTITY_VARS = (
-    ENV.TEAM_ID,
-    ENV.API_KEY,
-    ENV.ENFORCEMENT_BASE_URL,
-    ENV.METERING_BASE_URL,
-    ENV.CACHE_DIR,
-    ENV.POLL_INTERVAL,
-)
+# Whose rules: a change to any of these builds a new default engine.
+_IDENTITY_VARS = (ENV.TEAM_ID, ENV.API_KEY, ENV.ENFORCEMENT_BASE_URL, ENV.METERING_BASE_URL)
+
+
+def _identity_reader() -> Callable[[], tuple[object, ...]]:
+    readers = [_raw_reader(os.environ, name) for name in _IDENTITY_VARS]
+    return lambda: tuple(read() for read in readers)
+
+
+def _same_identity_check() -> Callable[[tuple[object, ...]], bool]:
+    """``same(identity)``: whether the raw values are still the very objects in ``identity``.
+
+    ``os.environ`` keeps the same value objects until a variable is assigned,
+    so identity comparison answers "unchanged" in four dict lookups.
+    """
+    (get_team, team), (get_key, key), (get_base, base), (get_meter, meter) = (
+        _raw_getter(os.environ, name) for name in _IDENTITY_VARS
+    )
+
+    def same(identity: tuple[object, ...]) -> bool:
+        return (
+            get_team(team) is identity[0]
+            and get_key(key) is identity[1]
+            and get_base(base) is identity[2]
+            and get_meter(meter) is identity[3]
+        )
+
+    return same
 
 
 class _Default:
@@ -44,16 +64,14 @@ class _Default:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.engine: Optional[Engine] = None
-        self.identity: tuple[object, ...] = ()
+        self.identity: tuple[object, ...] = (object(),) * len(_IDENTITY_VARS)
         self.pinned = False
-        readers = [_raw_reader(os.environ, name) for name in _IDENTITY_VARS]
-        self.read_identity: Callable[[], tuple[object, ...]] = lambda: tuple(
-            read() for read in readers
-        )
+        self.read_identity = _identity_reader()
+        self.same = _same_identity_check()
 
     def get(self) -> Engine:
         engine = self.engine
-        if engine is not None and (self.pinned or self.read_identity() == self.identity):
+        if engine is not None and (self.pinned or self.same(self.identity)):
             return engine
         return self._rebuild()
 
@@ -62,6 +80,7 @@ class _Default:
             identity = self.read_identity()
             engine = self.engine
             if engine is not None and (self.pinned or identity == self.identity):
+                self.identity = identity
                 return engine
             old, self.engine, self.identity = engine, Engine(), identity
         if old is not None:
@@ -82,7 +101,7 @@ def set_default_engine(engine: Optional[Engine]) -> None:
     with _default.lock:
         old = _default.engine
         _default.engine, _default.pinned = engine, engine is not None
-        _default.identity = ()
+        _default.identity = _default.read_identity()
     if old is not None and old is not engine:
         old.close()
 
@@ -100,7 +119,10 @@ def check_enforcement(
 
     >>> check_enforcement({"organizationName": "acme"}, model="gpt-4o", provider="openai")
     """
-    _default.get().check(usage_metadata, model=model, provider=provider)
+    engine = _default.engine
+    if engine is None or not (_default.pinned or _default.same(_default.identity)):
+        engine = _default.get()
+    engine.check(usage_metadata, model=model, provider=provider)
 
 
 async def acheck_enforcement(

@@ -1,0 +1,131 @@
+"""The public surface, and the module functions' default engine."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import enforcement
+from enforcement import BudgetExceededError, EnforcementUnavailableError, Engine
+from enforcement._mirror import Mirror
+from enforcement._ruleset import rules_fingerprint
+from enforcement._wire import parse_payload
+
+
+def test_all_names_exactly_the_public_exports() -> None:
+    public = {name for name in dir(enforcement) if not name.startswith("_")}
+    modules = {"testing"}  # submodules that appear once imported
+    assert set(enforcement.__all__) == public - modules - {"annotations"}
+    for name in enforcement.__all__:
+        assert getattr(getattr(enforcement, name), "__module__", "enforcement") == "enforcement"
+
+
+def test_contract_names_are_exported() -> None:
+    for name in (
+        "check_enforcement",
+        "acheck_enforcement",
+        "explain",
+        "BudgetExceededError",
+        "EnforcementUnavailableError",
+        "stop_polling",
+        "fetch_enforcement_rule",
+        "fetch_enforcement_rule_roster",
+        "fetch_advisory_budgets",
+        "normalize_email",
+        "Engine",
+    ):
+        assert name in enforcement.__all__
+
+
+def test_error_is_an_exception_with_the_reference_signature() -> None:
+    err = BudgetExceededError("m", "r", 1.5, 2.0, "t", 7, "d")
+    assert (
+        str(err),
+        err.rule_name,
+        err.current_value,
+        err.threshold,
+        err.resets_at,
+        err.rule_id,
+        err.deny_message,
+    ) == ("m", "r", 1.5, 2.0, "t", 7, "d")
+    assert BudgetExceededError.__mro__[1] is Exception
+    assert issubclass(EnforcementUnavailableError, BudgetExceededError)
+
+
+@pytest.fixture
+def default_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    for name in ("REVENIUM_METERING_API_KEY", "REVENIUM_BYPASS", "REVENIUM_CB_FAIL_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REVENIUM_CIRCUIT_BREAKER_ENABLED", "true")
+    monkeypatch.setenv("REVENIUM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("REVENIUM_ENFORCEMENT_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("REVENIUM_TEAM_ID", "team-a")
+    enforcement.set_default_engine(None)
+    yield tmp_path
+    enforcement.set_default_engine(None)
+
+
+def write_snapshot(directory: Path, team: str, rules: list[dict[str, object]]) -> None:
+    payload = parse_payload(rules)
+    Mirror(str(directory), "http://127.0.0.1:9", team).save(
+        payload, fingerprint=rules_fingerprint(payload.rules), etag=None, fetched_at=0.0
+    )
+
+
+def test_module_functions_follow_the_team_in_the_environment(
+    default_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_snapshot(default_env, "team-a", [{"ruleId": 1, "name": "a-cap", "breached": True}])
+    write_snapshot(default_env, "team-b", [{"ruleId": 2, "name": "b-cap", "breached": False}])
+    with pytest.raises(BudgetExceededError, match="a-cap"):
+        enforcement.check_enforcement({})
+    first = enforcement.default_engine()
+    monkeypatch.setenv("REVENIUM_TEAM_ID", "team-b")
+    enforcement.check_enforcement({})
+    assert enforcement.default_engine() is not first
+    assert enforcement.explain({}).rules[0].name == "b-cap"
+
+
+def test_set_default_engine_pins_an_engine(default_env: Path) -> None:
+    engine = Engine(environ={"REVENIUM_CIRCUIT_BREAKER_ENABLED": "true"})
+    engine.load_payload([{"ruleId": 1, "name": "pinned", "breached": True}])
+    enforcement.set_default_engine(engine)
+    with pytest.raises(BudgetExceededError, match="pinned"):
+        enforcement.check_enforcement()
+
+
+def test_every_call_racing_the_first_sees_the_snapshot(
+    default_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REVENIUM_CB_FAIL_MODE", "closed")
+    write_snapshot(default_env, "team-a", [{"ruleId": i, "name": f"r{i}"} for i in range(3000)])
+    barrier = threading.Barrier(32)
+    outcomes: list[str] = []
+
+    def racer() -> None:
+        barrier.wait()
+        try:
+            enforcement.check_enforcement({})
+            outcomes.append("pass")
+        except BudgetExceededError as err:
+            outcomes.append(type(err).__name__)
+
+    threads = [threading.Thread(target=racer) for _ in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes == ["pass"] * 32
+
+
+async def test_acheck_enforcement_module_function(default_env: Path) -> None:
+    write_snapshot(default_env, "team-a", [{"ruleId": 1, "name": "cap", "breached": True}])
+    with pytest.raises(BudgetExceededError):
+        await enforcement.acheck_enforcement({}, model="gpt-4o", provider="openai")
+
+
+def test_stop_polling_without_an_engine_is_harmless(default_env: Path) -> None:
+    enforcement.stop_polling()
