@@ -28,8 +28,10 @@ from ._engine import Engine, EngineStatus, Explanation
 from ._errors import BudgetExceededError, EnforcementUnavailableError
 from ._events import Decision
 from ._feed import RetryPolicy
+from ._metadata import usage_metadata
 from ._ruleset import RuleVerdict
 from ._settings import Settings
+from .hooks import instrument, uninstrument
 
 __all__ = [
     "BudgetExceededError",
@@ -48,9 +50,12 @@ __all__ = [
     "fetch_advisory_budgets",
     "fetch_enforcement_rule",
     "fetch_enforcement_rule_roster",
+    "instrument",
     "normalize_email",
     "set_default_engine",
     "stop_polling",
+    "uninstrument",
+    "usage_metadata",
 ]
 
 __version__ = "0.1.0"

@@ -17,7 +17,7 @@ from enforcement._wire import parse_payload
 
 def test_all_names_exactly_the_public_exports() -> None:
     public = {name for name in dir(enforcement) if not name.startswith("_")}
-    modules = {"testing"}  # submodules that appear once imported
+    modules = {"testing", "hooks", "auto"}  # submodules that appear once imported
     assert set(enforcement.__all__) == public - modules - {"annotations"}
     for name in enforcement.__all__:
         assert getattr(getattr(enforcement, name), "__module__", "enforcement") == "enforcement"

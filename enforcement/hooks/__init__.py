@@ -1,0 +1,75 @@
+"""Provider hooks: the check in front of every LLM SDK call, behind one ``instrument()``.
+
+Each provider lives in its own module here and declares the SDK versions it
+supports. ``instrument()`` patches SDKs already imported and, through import
+hooks, those imported later; ``uninstrument()`` puts every original back.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from typing import Optional
+
+from .._engine import Engine
+from ._base import Instrumentor, target
+
+__all__ = ["PROVIDERS", "instrument", "uninstrument"]
+
+#: provider name -> module of ours that defines ``INSTRUMENTOR``.
+PROVIDERS: dict[str, str] = {
+    "openai": "enforcement.hooks.openai",
+    "anthropic": "enforcement.hooks.anthropic",
+    "google-genai": "enforcement.hooks.google_genai",
+    "ollama": "enforcement.hooks.ollama",
+    "litellm": "enforcement.hooks.litellm",
+    "langchain": "enforcement.hooks.langchain",
+}
+
+_lock = threading.Lock()
+
+
+def _instrumentor(name: str) -> Optional[Instrumentor]:
+    module_name = PROVIDERS.get(name)
+    if module_name is None:
+        raise ValueError(f"unknown provider {name!r}; known: {', '.join(sorted(PROVIDERS))}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    instrumentor: Instrumentor = module.INSTRUMENTOR
+    return instrumentor
+
+
+def instrument(*providers: str, engine: Optional[Engine] = None) -> list[str]:
+    """Check every call of these provider SDKs (all known ones by default).
+
+    Idempotent: instrumenting twice never wraps twice. Returns the providers
+    now instrumented (patched, or waiting for their SDK's import).
+
+    >>> import enforcement
+    >>> enforcement.instrument("openai")  # doctest: +SKIP
+    ['openai']
+    """
+    names = providers or tuple(PROVIDERS)
+    done = []
+    with _lock:
+        if engine is not None:
+            target.engine = engine
+        for name in names:
+            instrumentor = _instrumentor(name)
+            if instrumentor is not None:
+                instrumentor.instrument()
+                done.append(name)
+    return done
+
+
+def uninstrument(*providers: str) -> None:
+    """Restore the original SDK methods of these providers (all by default)."""
+    with _lock:
+        for name in providers or tuple(PROVIDERS):
+            instrumentor = _instrumentor(name)
+            if instrumentor is not None:
+                instrumentor.uninstrument()
+        if not providers:
+            target.engine = None

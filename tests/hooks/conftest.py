@@ -1,0 +1,61 @@
+"""Fixtures for hook tests: a fresh engine the hooks ask, and rule sets to load into it.
+
+Patching an SDK is process-wide, so every test that instruments gets
+``uninstrument()`` at teardown and leaves the SDK exactly as it found it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Optional
+
+import pytest
+
+import enforcement
+from enforcement import Engine
+
+FUTURE = "2099-01-01T00:00:00Z"
+
+
+def breached_rule(
+    model: Optional[str] = None, provider: Optional[str] = None, rule_id: int = 1, **fields: Any
+) -> dict[str, Any]:
+    """A breached BLOCK rule, optionally filtered to one model and/or provider."""
+    filters = []
+    if model is not None:
+        filters.append({"dimension": "MODEL", "operator": "IS", "value": model})
+    if provider is not None:
+        filters.append({"dimension": "PROVIDER", "operator": "IS", "value": provider})
+    rule = {
+        "ruleId": rule_id,
+        "name": f"cap-{rule_id}",
+        "breached": True,
+        "action": "BLOCK",
+        "threshold": 100.0,
+        "currentValue": 120.0,
+        "windowEnd": FUTURE,
+        "filters": filters,
+    }
+    rule.update(fields)
+    return rule
+
+
+@pytest.fixture
+def hook_env() -> dict[str, str]:
+    """The engine's environment; tests flip ``REVENIUM_BYPASS`` in it."""
+    return {"REVENIUM_CIRCUIT_BREAKER_ENABLED": "true", "REVENIUM_CACHE_DIR": "off"}
+
+
+@pytest.fixture
+def engine(hook_env: dict[str, str]) -> Iterator[Engine]:
+    """An engine with no rules loaded yet (load with ``engine.load_payload``), hooked in.
+
+    Every provider is uninstrumented at teardown.
+    """
+    built = Engine(environ=hook_env)
+    built.load_payload([])
+    try:
+        yield built
+    finally:
+        enforcement.uninstrument()
+        built.close()
