@@ -13,27 +13,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
 import time
+from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import openai  # noqa: E402
-from fake_openai import FakeOpenAI  # noqa: E402
+import openai
+from fake_openai import FakeOpenAI
 
-import enforcement  # noqa: E402
-from enforcement.testing import RulesServer, make_filter, make_rule  # noqa: E402
+import enforcement
+from enforcement.testing import RulesServer, make_filter, make_rule
 
 CUSTOMER = {"organizationName": "acme", "subscriber": {"email": "dev@acme.example"}}
 
 
 def chat(client: openai.OpenAI, model: str) -> str:
-    """One guarded call: the check runs before the SDK sends anything."""
-    enforcement.check_enforcement(CUSTOMER, model=model, provider="openai")
+    """A plain SDK call: the hook checks it before the SDK sends anything."""
     reply = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": "Say hello."}])
+        model=model, messages=[{"role": "user", "content": "Say hello."}], usage_metadata=CUSTOMER
+    )
     return reply.choices[0].message.content or ""
 
 
@@ -44,23 +46,40 @@ def attempt(label: str, client: openai.OpenAI, api: FakeOpenAI, model: str) -> N
         print(f"  {label}: allowed -> {text!r}")
     except enforcement.BudgetExceededError as err:
         print(f"  {label}: BLOCKED -> {err}")
-        print(f"      rule={err.rule_name!r} id={err.rule_id} spent={err.current_value} "
-              f"of {err.threshold}, resets {err.resets_at}")
+        print(
+            f"      rule={err.rule_name!r} id={err.rule_id} spent={err.current_value} "
+            f"of {err.threshold}, resets {err.resets_at}"
+        )
     print(f"      requests that reached the provider: {api.request_count - before}")
 
 
 def main() -> None:
-    with RulesServer(team_id="demo-team") as rules, FakeOpenAI() as api, \
-            tempfile.TemporaryDirectory() as cache:
-        cap = make_rule(1, "gpt-4o daily cap", threshold=500.0, current_value=120.0,
-                        filters=[make_filter("MODEL", "IS", "gpt-4o")],
-                        deny_message="Ask finance to raise the cap.")
-        shadow = make_rule(2, "mini trial cap", threshold=50.0, current_value=75.0,
-                           breached=True, shadow_mode=True,
-                           filters=[make_filter("MODEL", "IS", "gpt-4o-mini")])
+    with contextlib.ExitStack() as stack:
+        rules = stack.enter_context(RulesServer(team_id="demo-team"))
+        api = stack.enter_context(FakeOpenAI())
+        cache = stack.enter_context(tempfile.TemporaryDirectory())
+        cap = make_rule(
+            1,
+            "gpt-4o daily cap",
+            threshold=500.0,
+            current_value=120.0,
+            filters=[make_filter("MODEL", "IS", "gpt-4o")],
+            deny_message="Ask finance to raise the cap.",
+        )
+        shadow = make_rule(
+            2,
+            "mini trial cap",
+            threshold=50.0,
+            current_value=75.0,
+            breached=True,
+            shadow_mode=True,
+            filters=[make_filter("MODEL", "IS", "gpt-4o-mini")],
+        )
         rules.set_rules([cap, shadow])
-        os.environ.update(rules.env(REVENIUM_CACHE_DIR=cache,
-                                    REVENIUM_CB_POLL_INTERVAL_SECONDS="1"))
+        os.environ.update(
+            rules.env(REVENIUM_CACHE_DIR=cache, REVENIUM_CB_POLL_INTERVAL_SECONDS="1")
+        )
+        enforcement.instrument("openai")  # or: import enforcement.auto
         engine = enforcement.default_engine()
         engine.add_listener(lambda d: print(f"      [event] {d.kind}: rule {d.rule_name!r}"))
         client = openai.OpenAI(base_url=api.base_url, api_key="sk-demo", max_retries=0)
@@ -89,9 +108,9 @@ def main() -> None:
         enforcement.stop_polling()
 
 
-def wait_for(predicate: "object", timeout: float = 10.0) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not predicate():  # type: ignore[operator]
+    while time.monotonic() < deadline and not predicate():
         time.sleep(0.05)
 
 
