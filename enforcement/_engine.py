@@ -216,24 +216,26 @@ class Engine:
     def _evaluate(self, ruleset: RuleSet, usage_metadata: Any, model: Any, provider: Any) -> None:
         facts = CallFacts(usage_metadata, model, provider, self._environ)
         try:
-            ruleset.evaluate(facts, self._wall_clock(), self)
-        except BudgetExceededError as error:
-            self._counters["blocked"] += 1
-            self._emit(
-                Decision(
-                    "block",
-                    error.rule_id,
-                    error.rule_name,
-                    error.current_value,
-                    error.threshold,
-                    error.message,
-                )
-            )
-            raise
+            error = ruleset.evaluate(facts, self._wall_clock(), self)
         except Exception:
             logger.debug(
                 "Enforcement check failed unexpectedly; letting the call through", exc_info=True
             )
+            return
+        if error is not None:
+            self._counters["blocked"] += 1
+            if self._listeners:
+                self._emit(
+                    Decision(
+                        "block",
+                        error.rule_id,
+                        error.rule_name,
+                        error.current_value,
+                        error.threshold,
+                        error.message,
+                    )
+                )
+            raise error
 
     async def acheck(
         self,
@@ -499,6 +501,8 @@ class Engine:
         self._listeners.remove(listener)
 
     def _emit(self, decision: Decision) -> None:
+        if not self._listeners:
+            return
         for listener in tuple(self._listeners):
             try:
                 listener(decision)
@@ -530,10 +534,7 @@ class Engine:
                 if self._fail_closed():
                     error = EnforcementUnavailableError(UNINITIALIZED_MESSAGE)
             else:
-                try:
-                    ruleset.evaluate(facts, self._wall_clock(), _SILENT)
-                except BudgetExceededError as raised:
-                    error = raised
+                error = ruleset.evaluate(facts, self._wall_clock(), _SILENT)
         if ruleset is not None:
             rules = ruleset.explain(facts, self._wall_clock())
         return Explanation(enabled, bypass, ruleset is not None, error, rules)

@@ -14,7 +14,7 @@ against either library catches and reads the other's errors the same way.
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 __all__ = ["BudgetExceededError", "EnforcementUnavailableError"]
 
@@ -59,9 +59,20 @@ class BudgetExceededError(Exception):
         self.period_type = period_type
         self.metric_type = metric_type
         self.action = action
-        #: ``"server"`` when the control plane said the rule is breached,
-        #: ``"local"`` when spend accrued in this host since the last poll did.
+        # "server" when the control plane said the rule is breached, "local"
+        # when spend accrued on this host since the last poll did.
         self.source = source
+
+    @classmethod
+    def _prebuilt(cls, message: str, fields: dict[str, Any]) -> BudgetExceededError:
+        """An error built from fields computed when the rule set was compiled.
+
+        Skips ``__init__``'s keyword handling, which costs more than the rest
+        of a blocked call's check put together.
+        """
+        error = cls.__new__(cls, message)
+        error.__dict__.update(fields)
+        return error
 
     def __repr__(self) -> str:
         return (

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 __all__ = ["Decision", "Listener"]
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """One reported decision.
 
     ``kind`` is ``"block"`` (the call was refused), ``"shadow"`` (a shadow-mode
     rule would have refused it), ``"warn_only"`` (a breached rule whose action
     only warns covers it) or ``"warn_tier"`` (the caller crossed a department
-    budget's warn tier). Never carries the caller's email.
+    budget's warn tier). Never carries the caller's email. A named tuple:
+    immutable, and cheap enough to build on a blocked call.
     """
 
     kind: str

@@ -140,6 +140,7 @@ class CompiledRule:
     """One rule with every per-call question answered in advance where it can be."""
 
     __slots__ = (
+        "_error_fields",
         "action",
         "blocks_action",
         "can_trip",
@@ -187,6 +188,7 @@ class CompiledRule:
         self.period_type: Any = raw.get("periodType")
         self.metric_type: Any = raw.get("metricType")
         self.group = _group_index(raw)
+        self._error_fields: Optional[dict[str, Any]] = None
         if self.group is not None:
             self.can_trip = any(breached for breached, _ in self.group.values())
         else:
@@ -222,23 +224,34 @@ class CompiledRule:
     def error(
         self, current_value: Optional[float], name: Any = None, identifier: Any = None
     ) -> BudgetExceededError:
+        """The error this rule raises, from fields prepared once per rule set."""
+        fields = self._error_fields
+        if fields is None or name is not None or identifier is not None:
+            fields = self._fields(name, identifier)
+            if name is None and identifier is None:
+                self._error_fields = fields
+        error = BudgetExceededError._prebuilt(fields["message"], fields)
+        error.current_value = current_value
+        return error
+
+    def _fields(self, name: Any, identifier: Any) -> dict[str, Any]:
         rule_name = self.name if name is None else name
         message = f"{_BLOCK_PREFIX}{rule_name}"
         if self.deny_message is not None:
             message = f"{message}. {self.deny_message}"
-        return BudgetExceededError(
-            message,
-            rule_name=rule_name,
-            current_value=current_value,
-            threshold=self.threshold,
-            resets_at=self.resets_at,
-            rule_id=self.identifier if identifier is None else identifier,
-            deny_message=self.deny_message,
-            period_type=self.period_type,
-            metric_type=self.metric_type,
-            action=self.action,
-            source="server",
-        )
+        return {
+            "message": message,
+            "rule_name": rule_name,
+            "current_value": None,
+            "threshold": self.threshold,
+            "resets_at": self.resets_at,
+            "rule_id": self.identifier if identifier is None else identifier,
+            "deny_message": self.deny_message,
+            "period_type": self.period_type,
+            "metric_type": self.metric_type,
+            "action": self.action,
+            "source": "server",
+        }
 
 
 @dataclass(frozen=True)
@@ -377,10 +390,19 @@ class RuleSet:
 
     # -- the verdict -------------------------------------------------------
 
-    def evaluate(self, facts: CallFacts, now: float, observer: Observer) -> None:
-        """Raise :class:`BudgetExceededError` when a tripped rule covers the call."""
+    def evaluate(
+        self, facts: CallFacts, now: float, observer: Observer
+    ) -> Optional[BudgetExceededError]:
+        """The error to raise when a tripped rule covers the call, else ``None``.
+
+        Returned rather than raised, so the engine raises it once, from the
+        caller's own frame: raising through every layer costs more than the
+        rest of the check.
+        """
         if self.has_departments:
-            self._judge_departments(facts, now, observer)
+            error = self._judge_departments(facts, now, observer)
+            if error is not None:
+                return error
         for rule in self.shadow:
             self._report_shadow(rule, facts, now, observer)
         for rule in self._active_for(facts):
@@ -390,8 +412,9 @@ class RuleSet:
             if not tripped:
                 continue
             if rule.blocks_action:
-                raise rule.error(current_value)
+                return rule.error(current_value)
             observer.warn_only(rule, current_value)
+        return None
 
     def _report_shadow(
         self, rule: CompiledRule, facts: CallFacts, now: float, observer: Observer
@@ -402,37 +425,39 @@ class RuleSet:
         if tripped and rule.blocks_action:
             observer.shadow_would_block(rule, current_value)
 
-    def _judge_departments(self, facts: CallFacts, now: float, observer: Observer) -> None:
-        """The server's department verdict; a malformed map never raises anything else."""
+    def _judge_departments(
+        self, facts: CallFacts, now: float, observer: Observer
+    ) -> Optional[BudgetExceededError]:
+        """The server's department verdict; a malformed map is no verdict, never a crash."""
         try:
             email = facts.caller_email()
             if email is None:
-                return
+                return None
             listed = self.candidates.get(email)
             if listed:
-                self._judge_candidates(email, listed, facts, now, observer)
-                return
+                return self._judge_candidates(email, listed, facts, now, observer)
             rule_id = _rule_id_value(self.blocks.get(email))
             if rule_id is not None:
-                self._department_verdict(rule_id, self.balances.get(email), now, observer)
+                error = self._department_verdict(rule_id, self.balances.get(email), now, observer)
+                if error is not None:
+                    return error
             warned_id = _rule_id_value(self.warnings.get(email))
             if warned_id is not None:
                 observer.warn_tier(self, email, warned_id, self.balances.get(email))
-        except BudgetExceededError:
-            raise
         except Exception:
-            return
+            return None
+        return None
 
     def _judge_candidates(
         self, email: str, listed: list[Candidate], facts: CallFacts, now: float, observer: Observer
-    ) -> None:
+    ) -> Optional[BudgetExceededError]:
         chosen = self._first_covering(listed, facts, now)
         if chosen is None:
-            return
+            return None
         if chosen.tier == "BLOCK":
-            self._department_verdict(chosen.rule_id, chosen.balance, now, observer)
-        else:
-            observer.warn_tier(self, email, chosen.rule_id, chosen.balance)
+            return self._department_verdict(chosen.rule_id, chosen.balance, now, observer)
+        observer.warn_tier(self, email, chosen.rule_id, chosen.balance)
+        return None
 
     def _first_covering(
         self, listed: list[Candidate], facts: CallFacts, now: float
@@ -454,10 +479,11 @@ class RuleSet:
 
     def _department_verdict(
         self, rule_id: int, own_balance: Optional[float], now: float, observer: Observer
-    ) -> None:
+    ) -> Optional[BudgetExceededError]:
         rule = self.rule_by_id(rule_id)
         if rule is None:
-            raise BudgetExceededError(
+            # The server only lists people it has decided are over: block, unnamed.
+            return BudgetExceededError(
                 f"{_BLOCK_PREFIX}{DEPARTMENT_FALLBACK_NAME}",
                 rule_name=DEPARTMENT_FALLBACK_NAME,
                 current_value=own_balance,
@@ -465,14 +491,14 @@ class RuleSet:
                 source="server",
             )
         if rule.ended(now):
-            return
+            return None
         if rule.shadow:
             observer.shadow_would_block(rule, own_balance)
-            return
+            return None
         if not rule.blocks_action:
             observer.department_not_blocking(rule, "action does not block")
-            return
-        raise rule.error(
+            return None
+        return rule.error(
             own_balance if own_balance is not None else rule.current_value,
             name=rule.raw.get("name") or DEPARTMENT_FALLBACK_NAME,
             identifier=rule.identifier or rule_id,
