@@ -16,6 +16,7 @@ __all__ = ["CallFacts", "SubscriberEmail", "normalize_email"]
 _SUBSCRIBER_STORED_LENGTH = 255
 _UNSET: Any = object()
 _CREDENTIAL_ALIAS_ENV = "REVENIUM_CREDENTIAL_ALIAS"
+_EMPTY: Mapping[str, Any] = {}
 
 
 def normalize_email(email: str) -> str:
@@ -132,7 +133,9 @@ class CallFacts:
         provider: Any,
         environ: Optional[Mapping[str, str]] = None,
     ) -> None:
-        self.metadata: Mapping[str, Any] = metadata if isinstance(metadata, Mapping) else {}
+        if type(metadata) is not dict and not isinstance(metadata, Mapping):
+            metadata = _EMPTY
+        self.metadata: Mapping[str, Any] = metadata
         self.model = model
         self.provider = provider
         self._environ = environ

@@ -156,6 +156,7 @@ class CompiledRule:
         "period_type",
         "position",
         "raw",
+        "reads_metadata",
         "resets_at",
         "shadow",
         "threshold",
@@ -188,6 +189,10 @@ class CompiledRule:
         self.period_type: Any = raw.get("periodType")
         self.metric_type: Any = raw.get("metricType")
         self.group = _group_index(raw)
+        # Whether the legacy credential or a metadata filter row can exclude a call.
+        self.reads_metadata = bool(self.credential) or (
+            self.filters is not None and bool(self.filters.meta)
+        )
         self._error_fields: Optional[dict[str, Any]] = None
         if self.group is not None:
             self.can_trip = any(breached for breached, _ in self.group.values())
@@ -406,11 +411,17 @@ class RuleSet:
         for rule in self.shadow:
             self._report_shadow(rule, facts, now, observer)
         for rule in self._active_for(facts):
-            if rule.ended(now) or not rule.covers_metadata(facts):
+            end = rule.window_end
+            if end is not None and end <= now:
                 continue
-            tripped, current_value = rule.trips(facts)
-            if not tripped:
+            if rule.reads_metadata and not rule.covers_metadata(facts):
                 continue
+            if rule.group is None:
+                current_value = rule.current_value  # a pooled rule here is tripped
+            else:
+                tripped, current_value = rule.trips(facts)
+                if not tripped:
+                    continue
             if rule.blocks_action:
                 return rule.error(current_value)
             observer.warn_only(rule, current_value)
