@@ -209,7 +209,7 @@ class Engine:
                     self._counters["fail_closed"] += 1
                     raise EnforcementUnavailableError(UNINITIALIZED_MESSAGE)
                 return
-        if ruleset.quiet:
+        if ruleset.quiet or not ruleset.may_cover(model, provider):
             return
         self._evaluate(ruleset, usage_metadata, model, provider)
 

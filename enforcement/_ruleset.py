@@ -375,6 +375,23 @@ class RuleSet:
     def __len__(self) -> int:
         return len(self.raw_rules)
 
+    def may_cover(self, model: Any, provider: Any) -> bool:
+        """False when no tripped rule can cover a call to this model and provider.
+
+        Answered from the per-(model, provider) cache without reading the
+        call's metadata, so a call to a model nobody is over for costs a dict
+        lookup even while other callers or models are blocked.
+        """
+        if self.has_departments or self.shadow:
+            return True
+        if not self.routed:
+            return bool(self.active)
+        if (type(model) is str or model is None) and (type(provider) is str or provider is None):
+            routed = self._routes.get((model, provider))
+            if routed is not None:
+                return bool(routed)
+        return True
+
     def _active_for(self, facts: CallFacts) -> tuple[CompiledRule, ...]:
         """The tripped rules whose model and provider rows hold, cached per pair."""
         if not self.routed:

@@ -27,7 +27,7 @@ import wrapt
 
 from .._default import _default
 from .._engine import Engine
-from .._metadata import current_metadata
+from .._metadata import _scope, current_metadata
 
 __all__ = ["Instrumentor", "achecked", "checked", "pop_usage_metadata", "stash_call_metadata"]
 
@@ -50,10 +50,6 @@ class _Target:
 target = _Target()
 
 
-def _engine() -> Engine:
-    return target.engine if target.engine is not None else _default.get()
-
-
 def pop_usage_metadata(kwargs: dict[str, Any]) -> Optional[Mapping[str, Any]]:
     """Remove the reference SDK's ``usage_metadata=`` keyword before the SDK sees it."""
     value = kwargs.pop("usage_metadata", None)
@@ -73,6 +69,8 @@ def _metadata(call: Optional[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
     stashed = _stashed.get()
     if stashed is not None:
         call = {**stashed, **call} if call else stashed
+    if call is None:
+        return _scope.get()  # the common case: no per-call metadata, no merge
     return current_metadata(call)
 
 
@@ -90,7 +88,12 @@ def checked(
     """Run ``call`` once the check passes; inner hooks skip their own check."""
     if _inside.get():
         return call()
-    _engine().check(_metadata(call_metadata), model=_model(model), provider=provider)
+    engine = target.engine or _default.get()
+    engine.check(
+        _metadata(call_metadata),
+        model=model if type(model) is str else _model(model),
+        provider=provider,
+    )
     token = _inside.set(True)
     try:
         return call()
@@ -107,7 +110,8 @@ async def achecked(
     """:func:`checked` for coroutines: the check never blocks the event loop."""
     if _inside.get():
         return await call()
-    await _engine().acheck(_metadata(call_metadata), model=_model(model), provider=provider)
+    engine = target.engine or _default.get()
+    await engine.acheck(_metadata(call_metadata), model=_model(model), provider=provider)
     token = _inside.set(True)
     try:
         return await call()
