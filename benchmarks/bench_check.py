@@ -28,7 +28,6 @@ from _harness import Result, compare, print_table
 
 import enforcement
 from enforcement._mirror import Mirror
-from enforcement._ruleset import rules_fingerprint
 from enforcement._wire import parse_payload
 
 BASE = "http://127.0.0.1:9"
@@ -74,9 +73,7 @@ def rule(i: int, *, breached: bool = False, filtered: bool = False, **extra: Any
 
 def write_snapshot(cache_dir: str, team: str, payload: Any) -> None:
     parsed = parse_payload(payload)
-    Mirror(cache_dir, BASE, team).save(
-        parsed, fingerprint=rules_fingerprint(parsed.rules), etag=None, fetched_at=time.time()
-    )
+    Mirror(cache_dir, BASE, team).save(parsed, etag=None, fetched_at=time.time())
 
 
 class Sides:
@@ -101,13 +98,13 @@ class Sides:
         self.reference: Callable[..., None] = reference.check_enforcement
         self._teams = 0
 
-    def load(self, payload: Any) -> None:
-        """Serve ``payload`` to both under a fresh team id, and load it into both."""
+    def load(self, payload: Any, warm: bool = True) -> None:
+        """Serve ``payload`` to both under a fresh team id, and (``warm``) load it into both."""
         self._teams += 1
         team = f"bench-{self._teams}"
         write_snapshot(self.cache_dir, team, payload)
         os.environ["REVENIUM_TEAM_ID"] = team
-        for check in (self.ours, self.reference):
+        for check in (self.ours, self.reference) if warm else ():
             try:
                 check({}, model="warm-up", provider="openai")
             except Exception:

@@ -148,6 +148,8 @@ class Engine:
             "fail_closed": 0,
         }
         self._mirror = self._make_mirror()
+        # (size, mtime) of the snapshot's rules file our current rules came from or went to.
+        self._snapshot_file: Optional[tuple[int, int]] = None
         self._fetch_ready = self._validate_configuration()
 
     # -- configuration -----------------------------------------------------
@@ -270,21 +272,19 @@ class Engine:
     def _load_snapshot(self) -> None:
         if self._mirror is None or self._ruleset is not None:
             return  # rules already arrived (a manual refresh or load): they are newer
+        rules_file = self._mirror.rules_file()
         payload = self._mirror.load()
         if payload is None:
             return
-        meta = self._mirror.load_meta()
         ruleset = self._install(payload, source="disk")
-        age = self._wall_clock() - meta.fetched_at if meta else None
-        if (
-            meta
-            and age is not None
-            and 0 <= age < CACHE_TTL
-            and meta.fingerprint == ruleset.fingerprint
-        ):
-            # Another process of this host fetched it moments ago: fresh, not stale.
-            self._fresh_until = self._clock() + CACHE_TTL - age
+        self._snapshot_file = rules_file
+        meta = self._mirror.load_meta()
+        if meta is not None and meta.rules_file == rules_file:
             self._etag = meta.etag
+            age = self._wall_clock() - meta.fetched_at
+            if 0 <= age < CACHE_TTL:
+                # Another process of this host fetched it moments ago: fresh, not stale.
+                self._fresh_until = self._clock() + CACHE_TTL - age
         logger.debug("Loaded %d enforcement rule(s) from the snapshot", len(ruleset))
 
     def _install(self, payload: Payload, *, source: str, etag: Optional[str] = None) -> RuleSet:
@@ -353,18 +353,15 @@ class Engine:
         if meta is None or meta.pid == os.getpid():
             return False
         age = self._wall_clock() - meta.fetched_at
-        if not 0 <= age < min(interval, CACHE_TTL):
+        rules_file = self._mirror.rules_file()
+        if not 0 <= age < min(interval, CACHE_TTL) or meta.rules_file != rules_file:
             return False
-        current = self._ruleset
-        if current is not None and current.fingerprint == meta.fingerprint:
-            ruleset: Optional[RuleSet] = current
-        else:
+        if self._ruleset is None or self._snapshot_file != rules_file:
             payload = self._mirror.load()
             if payload is None:
                 return False
-            ruleset = self._install(payload, source="disk")
-            if ruleset.fingerprint != meta.fingerprint:
-                return False
+            self._install(payload, source="disk")
+            self._snapshot_file = rules_file
         self._etag = meta.etag
         self._fresh_until = self._clock() + CACHE_TTL - age
         self._record_success()
@@ -379,22 +376,21 @@ class Engine:
         if not result.ok:
             return self._record_failure(result, interval)
         fetched_at = self._wall_clock()
-        if result.not_modified:
-            ruleset = self._ruleset
-        else:
+        generation = self._generation
+        if not result.not_modified:
             assert result.payload is not None
-            ruleset = self._install(result.payload, source="network", etag=result.etag)
+            self._install(result.payload, source="network", etag=result.etag)
             self._etag = result.etag
+        ruleset = self._ruleset
         assert ruleset is not None
         self._fresh_until = self._clock() + CACHE_TTL
         self._record_success()
         if self._mirror is not None:
-            self._mirror.save(
-                ruleset.payload,
-                fingerprint=ruleset.fingerprint,
-                etag=self._etag,
-                fetched_at=fetched_at,
-            )
+            if self._generation != generation or self._snapshot_file is None:
+                self._mirror.save(ruleset.payload, etag=self._etag, fetched_at=fetched_at)
+                self._snapshot_file = self._mirror.rules_file()
+            else:  # unchanged: only the sidecar's fetch time moves
+                self._mirror.touch(etag=self._etag, fetched_at=fetched_at)
         return self._jittered(interval)
 
     def _record_success(self) -> None:
@@ -667,9 +663,9 @@ _SILENT = _Silent()
 def _same_payload(current: RuleSet, candidate: RuleSet) -> bool:
     a, b = current.payload, candidate.payload
     return (
-        a.blocks == b.blocks
+        a.rules == b.rules
+        and a.blocks == b.blocks
         and a.balances == b.balances
         and a.warnings == b.warnings
         and a.candidates == b.candidates
-        and current.fingerprint == candidate.fingerprint
     )

@@ -48,11 +48,16 @@ def snapshot_scope(base_url: str, team_id: str) -> str:
 
 @dataclass(frozen=True)
 class SnapshotMeta:
-    """Our sidecar: when the snapshot was fetched, its ETag, which rules it describes."""
+    """Our sidecar: when the snapshot was fetched, its ETag, and which rules file it describes.
+
+    ``rules_file`` is the rules file's (size, mtime in ns) right after we wrote
+    it: if another writer (the reference SDK, which knows nothing of this
+    sidecar) replaced the file since, the sidecar no longer describes it.
+    """
 
     fetched_at: float
     etag: Optional[str]
-    fingerprint: str
+    rules_file: tuple[int, int]
     pid: int
 
 
@@ -82,6 +87,7 @@ class Mirror:
         if not (
             isinstance(maps, dict)
             and isinstance(maps.get("blocks"), dict)
+            and _has_entries(maps)
             and maps.get("rules_fingerprint") == rules_fingerprint(rules)
         ):
             if maps is not None:
@@ -100,14 +106,23 @@ class Mirror:
         if not isinstance(data, dict):
             return None
         try:
+            size, mtime = data["rules_file"]
             return SnapshotMeta(
                 float(data["fetched_at"]),
                 data.get("etag") or None,
-                str(data["fingerprint"]),
+                (int(size), int(mtime)),
                 int(data.get("pid", 0)),
             )
         except (KeyError, TypeError, ValueError):
             return None
+
+    def rules_file(self) -> Optional[tuple[int, int]]:
+        """The rules file's (size, mtime in ns), which tells one write from another."""
+        try:
+            stat = os.stat(self.rules_path)
+        except OSError:
+            return None
+        return stat.st_size, stat.st_mtime_ns
 
     # -- writing -----------------------------------------------------------
 
@@ -126,27 +141,31 @@ class Mirror:
         finally:
             lock.release()
 
-    def save(
-        self, payload: Payload, *, fingerprint: str, etag: Optional[str], fetched_at: float
-    ) -> bool:
-        """Write maps, then rules, then our sidecar, each atomically. Never raises."""
+    def save(self, payload: Payload, *, etag: Optional[str], fetched_at: float) -> bool:
+        """Write maps, then rules, then our sidecar, each atomically. Never raises.
+
+        The maps carry the fingerprint of the rules they belong to; with no
+        department entries at all there is nothing to bind, and the 10,000-rule
+        canonical dump the fingerprint takes is skipped (readers of an empty or
+        unbound map both see no department verdicts).
+        """
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            _write_private_json(
-                self.maps_path,
-                {
-                    "rules_fingerprint": fingerprint,
-                    "blocks": payload.blocks,
-                    "balances": payload.balances,
-                    "warnings": payload.warnings,
-                    "candidates": {
-                        email: [c.to_wire() for c in items]
-                        for email, items in payload.candidates.items()
-                    },
+            maps = {
+                "rules_fingerprint": "",
+                "blocks": payload.blocks,
+                "balances": payload.balances,
+                "warnings": payload.warnings,
+                "candidates": {
+                    email: [c.to_wire() for c in items]
+                    for email, items in payload.candidates.items()
                 },
-            )
+            }
+            if _has_entries(maps):
+                maps["rules_fingerprint"] = rules_fingerprint(payload.rules)
+            _write_private_json(self.maps_path, maps)
             _write_private_json(self.rules_path, payload.rules)
-            self.save_meta(SnapshotMeta(fetched_at, etag, fingerprint, os.getpid()))
+            self.touch(etag=etag, fetched_at=fetched_at)
             return True
         except (OSError, TypeError, ValueError):
             logger.warning(
@@ -154,16 +173,24 @@ class Mirror:
             )
             return False
 
-    def save_meta(self, meta: SnapshotMeta) -> None:
+    def touch(self, *, etag: Optional[str], fetched_at: float) -> None:
+        """Record a fetch that found the snapshot on disk still current (a 304)."""
+        rules_file = self.rules_file()
+        if rules_file is None:
+            return
         _write_private_json(
             self.meta_path,
             {
-                "fetched_at": meta.fetched_at,
-                "etag": meta.etag,
-                "fingerprint": meta.fingerprint,
-                "pid": meta.pid,
+                "fetched_at": fetched_at,
+                "etag": etag,
+                "rules_file": list(rules_file),
+                "pid": os.getpid(),
             },
         )
+
+
+def _has_entries(maps: dict[str, Any]) -> bool:
+    return any(maps.get(name) for name in ("blocks", "balances", "warnings", "candidates"))
 
 
 def _read_json(path: str) -> Any:
@@ -185,7 +212,8 @@ def _write_private_json(path: str, data: Any) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             if hasattr(os, "fchmod"):
                 os.fchmod(handle.fileno(), 0o600)
-            json.dump(data, handle)
+            # dumps, not dump: dump encodes in Python chunks, several times slower.
+            handle.write(json.dumps(data))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)

@@ -11,7 +11,6 @@ import pytest
 import enforcement
 from enforcement import BudgetExceededError, EnforcementUnavailableError, Engine
 from enforcement._mirror import Mirror
-from enforcement._ruleset import rules_fingerprint
 from enforcement._wire import parse_payload
 
 
@@ -70,9 +69,7 @@ def default_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Pat
 
 def write_snapshot(directory: Path, team: str, rules: list[dict[str, object]]) -> None:
     payload = parse_payload(rules)
-    Mirror(str(directory), "http://127.0.0.1:9", team).save(
-        payload, fingerprint=rules_fingerprint(payload.rules), etag=None, fetched_at=0.0
-    )
+    Mirror(str(directory), "http://127.0.0.1:9", team).save(payload, etag=None, fetched_at=0.0)
 
 
 def test_module_functions_follow_the_team_in_the_environment(
