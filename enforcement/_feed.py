@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 import httpx
 
+from . import _json as json_pieces
 from ._settings import Settings
 from ._wire import Payload, PayloadError, parse_payload
 
@@ -168,7 +169,7 @@ class Feed:
                 payload=Payload.empty(), etag=response.headers.get("etag"), status=204
             )
         try:
-            payload = parse_payload(json.loads(body))
+            payload = parse_payload(json_pieces.decode(body))
         except (ValueError, PayloadError) as problem:
             return FeedResult(status=response.status_code, error=f"unreadable body: {problem}")
         return FeedResult(

@@ -28,6 +28,7 @@ from typing import Any, Optional
 
 import filelock
 
+from . import _json as json_pieces
 from ._ruleset import rules_fingerprint
 from ._wire import Payload, coerce_balances, coerce_candidates, normalize_keys
 
@@ -164,7 +165,7 @@ class Mirror:
             if _has_entries(maps):
                 maps["rules_fingerprint"] = rules_fingerprint(payload.rules)
             _write_private_json(self.maps_path, maps)
-            _write_private_json(self.rules_path, payload.rules)
+            _write_private_text(self.rules_path, json_pieces.encode_list(payload.rules))
             self.touch(etag=etag, fetched_at=fetched_at)
             return True
         except (OSError, TypeError, ValueError):
@@ -195,8 +196,8 @@ def _has_entries(maps: dict[str, Any]) -> bool:
 
 def _read_json(path: str) -> Any:
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+        with open(path, "rb") as handle:
+            return json_pieces.decode(handle.read())
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
@@ -205,15 +206,19 @@ def _read_json(path: str) -> Any:
 
 
 def _write_private_json(path: str, data: Any) -> None:
-    """Write ``data`` to ``path`` atomically, readable by this user only."""
+    # dumps, not dump: dump encodes in Python chunks, several times slower.
+    _write_private_text(path, json.dumps(data))
+
+
+def _write_private_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, readable by this user only."""
     directory = os.path.dirname(path)
     fd, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             if hasattr(os, "fchmod"):
                 os.fchmod(handle.fileno(), 0o600)
-            # dumps, not dump: dump encodes in Python chunks, several times slower.
-            handle.write(json.dumps(data))
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
+from . import _json as json_pieces
 from ._callfacts import CallFacts
 from ._errors import BudgetExceededError
 from ._filters import (
@@ -57,7 +57,7 @@ class Observer(Protocol):
 
 def rules_fingerprint(rules: list[Any]) -> str:
     """The digest that binds a department-map snapshot to the rules it was cut from."""
-    canonical = json.dumps(rules, sort_keys=True, separators=(",", ":"))
+    canonical = json_pieces.encode_list(rules, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 

@@ -50,6 +50,11 @@ class _Target:
 target = _Target()
 
 
+def _engine() -> Engine:
+    """The engine hooks ask (for hooks that call it directly, not through ``checked``)."""
+    return target.engine or _default.get()
+
+
 def pop_usage_metadata(kwargs: dict[str, Any]) -> Optional[Mapping[str, Any]]:
     """Remove the reference SDK's ``usage_metadata=`` keyword before the SDK sees it."""
     value = kwargs.pop("usage_metadata", None)
