@@ -29,6 +29,7 @@ def decode(body: bytes) -> Any:
         return json.loads(body)
     text = body.decode(json.detect_encoding(body), "surrogatepass")
     index = _skip(text, 0)
+    value: Any
     if text.startswith("{", index):
         value, index = _object(text, index)
     elif text.startswith("[", index):
@@ -91,5 +92,5 @@ def _object(text: str, index: int) -> tuple[dict[str, Any], int]:
 
 def encode_list(items: Sequence[Any], **options: Any) -> str:
     """``json.dumps(items, **options)`` for a list, one element at a time."""
-    separator = options.get("separators", (", ", ": "))[0]
+    separator: str = options.get("separators", (", ", ": "))[0]
     return "[" + separator.join(json.dumps(item, **options) for item in items) + "]"
