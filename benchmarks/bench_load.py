@@ -34,6 +34,7 @@ from bench_check import CALLER, Sides, rule
 
 import enforcement
 from enforcement import Engine
+from enforcement import _json as json_pieces
 from enforcement._mirror import Mirror
 from enforcement._ruleset import RuleSet
 from enforcement._wire import parse_payload
@@ -184,7 +185,7 @@ def swapping(quick: bool) -> None:
 
     def poller() -> None:
         while not stop.wait(0.1):
-            engine.load_payload(json.loads(bodies[swaps[0] % 2]))
+            engine.load_payload(json_pieces.decode(bodies[swaps[0] % 2]))
             swaps[0] += 1
 
     calm = _latencies(engine, 20_000 if quick else 100_000)
