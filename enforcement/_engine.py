@@ -150,7 +150,7 @@ class Engine:
         self._mirror = self._make_mirror()
         # (size, mtime) of the snapshot's rules file our current rules came from or went to.
         self._snapshot_file: Optional[tuple[int, int]] = None
-        self._fetch_ready = self._validate_configuration()
+        self._fetch_ready = self._validate_configuration(warn=False)
 
     # -- configuration -----------------------------------------------------
 
@@ -160,9 +160,15 @@ class Engine:
             return None
         return Mirror(settings.cache_dir, settings.base_url, settings.team_id)
 
-    def _validate_configuration(self) -> bool:
-        """Whether rules can be fetched; each missing piece is warned about once."""
+    def _validate_configuration(self, warn: bool = True) -> bool:
+        """Whether rules can be fetched; with ``warn``, each missing piece is warned about once.
+
+        Warned on the first enabled call, not when the engine is built: a
+        process that never enabled enforcement hears nothing.
+        """
         settings = self.settings
+        if not warn:
+            return bool(settings.api_key and settings.team_id and set(settings.team_id) - {"."})
         if not settings.api_key:
             warn_once(
                 "config:api_key",
@@ -262,6 +268,7 @@ class Engine:
     def _start(self) -> None:
         with self._start_lock:
             if not self._started:
+                self._validate_configuration()
                 self._load_snapshot()
                 self._started = True
             if self._fetch_ready:
