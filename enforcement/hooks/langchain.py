@@ -1,0 +1,533 @@
+"""LangChain hooks: a callback handler that checks every chat model and LLM run.
+
+LangChain has no request funnel of its own (each integration calls its
+vendor's SDK), but every run announces ``on_chat_model_start`` /
+``on_llm_start`` to its callbacks before the model is called, and a handler
+with ``raise_error = True`` can refuse it there: the exception reaches the
+caller unchanged and ``_generate`` / ``_stream`` never run.
+
+``instrument("langchain")`` adds the handler to every run without the user
+passing ``callbacks=``, by wrapping ``CallbackManager.configure`` and
+``AsyncCallbackManager.configure``, which build every run's handler list.
+(``register_configure_hook`` cannot be undone and reads a context variable,
+which other threads would not see set.) A sync run gets the sync handler, an
+async run the async one: a sync run drives an async handler on a throwaway
+event loop and swallows what it raises.
+
+One call is checked once. The vendor SDK under the model may be hooked too
+(``langchain-openai`` calls the ``openai`` SDK), so a checked run holds the
+re-entrancy guard of :mod:`enforcement.hooks._base` until its first output,
+end or error, and the SDK hook passes the request straight through. The
+guard's value is a :class:`_RunGuard` switched off in place rather than a
+token reset, because LangChain reports a run's end from copies of the context
+(``asyncio.gather``, shielded tasks), where a reset is impossible. Async
+completion LLMs announce their start in tasks of their own, so
+``instrument()`` also wraps ``BaseLLM._agenerate_helper`` to carry the guard
+into the model call.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Iterable, Mapping
+from types import ModuleType
+from typing import Any, Callable, Optional, cast
+
+import wrapt
+
+from .._default import _default
+from .._engine import Engine
+from .._metadata import current_metadata, merge_metadata
+from . import _base
+from ._base import Instrumentor
+
+__all__ = [
+    "INSTRUMENTOR",
+    "PROVIDER_LABELS",
+    "AsyncEnforcementCallbackHandler",  # noqa: F822 -- built on first use, see __getattr__
+    "EnforcementCallbackHandler",  # noqa: F822
+    "LangChainInstrumentor",
+]
+
+logger = logging.getLogger("enforcement.hooks")
+
+#: LangChain's ``ls_provider`` run metadata -> our provider label; others pass through.
+PROVIDER_LABELS: Mapping[str, str] = {
+    "openai": "openai",
+    "azure": "azure",
+    "azure_openai": "azure",
+    "anthropic": "anthropic",
+    "google_genai": "google",
+    "google": "google",
+    "google_vertexai": "vertex",
+    "amazon_bedrock": "bedrock",
+    "bedrock": "bedrock",
+    "bedrock_converse": "bedrock",
+    "ollama": "ollama",
+    "litellm": "litellm",
+    "xai": "xai",
+}
+# The label for a model class when a run carries no ``ls_provider``.
+_CLASS_LABELS: Mapping[str, str] = {
+    "ChatOpenAI": "openai",
+    "OpenAI": "openai",
+    "AzureChatOpenAI": "azure",
+    "AzureOpenAI": "azure",
+    "ChatAnthropic": "anthropic",
+    "ChatGoogleGenerativeAI": "google",
+    "ChatVertexAI": "vertex",
+    "ChatBedrock": "bedrock",
+    "ChatBedrockConverse": "bedrock",
+    "ChatOllama": "ollama",
+    "OllamaLLM": "ollama",
+    "ChatLiteLLM": "litellm",
+    "ChatXAI": "xai",
+}
+_MODEL_KEYS = ("model", "model_name", "model_id")
+_DEPLOYMENT_KEYS = ("deployment_name", "azure_deployment")
+_HANDLER_NAMES = ("EnforcementCallbackHandler", "AsyncEnforcementCallbackHandler")
+
+
+class _RunGuard:
+    """The re-entrancy guard's value while a checked run is on its way to the vendor.
+
+    Truthy until switched off, from whichever context LangChain reports the
+    run's first output, end or error in.
+    """
+
+    __slots__ = ("active",)
+
+    def __init__(self) -> None:
+        self.active = True
+
+    def __bool__(self) -> bool:
+        return self.active
+
+
+class _Runs:
+    """The guard each running run holds. Bounded: a run may never report its end."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._lock = threading.Lock()
+        self._guards: dict[Any, _RunGuard] = {}
+        self._limit = limit
+
+    def hold(self, run_id: Any, guard: _RunGuard) -> None:
+        with self._lock:
+            self._guards[run_id] = guard
+            while len(self._guards) > self._limit:
+                self._guards.pop(next(iter(self._guards))).active = False
+
+    def release(self, run_id: Any) -> None:
+        with self._lock:
+            guard = self._guards.pop(run_id, None)
+        if guard is not None:
+            guard.active = False
+
+    def active_guard(self, run_ids: Iterable[Any]) -> Optional[_RunGuard]:
+        with self._lock:
+            for run_id in run_ids:
+                guard = self._guards.get(run_id)
+                if guard is not None and guard.active:
+                    return guard
+        return None
+
+
+_runs = _Runs()
+
+
+def _text(mapping: Mapping[str, Any], keys: Iterable[str]) -> Optional[str]:
+    for key in keys:
+        value = mapping.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _provider(serialized: Any, metadata: Mapping[str, Any]) -> Optional[str]:
+    announced = metadata.get("ls_provider")
+    if isinstance(announced, str) and announced:
+        label = announced.lower()
+        return PROVIDER_LABELS.get(label, label)
+    ids = serialized.get("id") if isinstance(serialized, Mapping) else None
+    if isinstance(ids, list) and ids and isinstance(ids[-1], str):
+        return _CLASS_LABELS.get(ids[-1])
+    return None
+
+
+def _facts(
+    serialized: Any, metadata: Any, params: Any, own: Optional[Mapping[str, Any]]
+) -> tuple[Optional[str], Optional[str], Optional[Mapping[str, Any]]]:
+    """The run's provider label, model and ``usage_metadata``; never raises."""
+    try:
+        metadata = metadata if isinstance(metadata, Mapping) else {}
+        params = params if isinstance(params, Mapping) else {}
+        provider = _provider(serialized, metadata)
+        model = (_text(params, _DEPLOYMENT_KEYS) if provider == "azure" else None) or (
+            _text(params, _MODEL_KEYS) or _text(metadata, ("ls_model_name",))
+        )
+        call = merge_metadata(own, metadata.get("usage_metadata"), params.get("usage_metadata"))
+        return provider, model, call or None
+    except Exception:
+        logger.debug("Could not read a LangChain run's model", exc_info=True)
+        return None, None, own
+
+
+class _Checks:
+    """What both handler flavours share; they differ in how the check is awaited."""
+
+    #: LangChain re-raises a handler's exception only when this is set.
+    raise_error: bool = True
+    #: Called in the caller's own context (an async run: its task), so the
+    #: guard set here reaches the model call.
+    run_inline: bool = True
+
+    def __init__(
+        self, usage_metadata: Optional[Mapping[str, Any]] = None, *, engine: Optional[Engine] = None
+    ) -> None:
+        self.usage_metadata = dict(usage_metadata) if isinstance(usage_metadata, Mapping) else None
+        self.engine = engine
+
+    # Only LLM and chat model events matter; LangChain skips ignored ones cheaply.
+    @property
+    def ignore_chain(self) -> bool:
+        return True
+
+    @property
+    def ignore_agent(self) -> bool:
+        return True
+
+    @property
+    def ignore_retriever(self) -> bool:
+        return True
+
+    @property
+    def ignore_retry(self) -> bool:
+        return True
+
+    @property
+    def ignore_custom_event(self) -> bool:
+        return True
+
+    def _call(
+        self, serialized: Any, metadata: Any, kwargs: Mapping[str, Any]
+    ) -> Optional[tuple[Engine, Optional[Mapping[str, Any]], Optional[str], Optional[str]]]:
+        """The engine and the call's facts; None inside a call an outer hook checked."""
+        current = _base._inside.get()
+        if current and not isinstance(current, _RunGuard):
+            return None
+        provider, model, call = _facts(
+            serialized, metadata, kwargs.get("invocation_params"), self.usage_metadata
+        )
+        engine = self.engine or _base.target.engine or _default.get()
+        return engine, current_metadata(call), model, provider
+
+    def _hold(self, run_id: Any) -> None:
+        """Let the vendor SDK hooks under this run pass its request straight through."""
+        current = _base._inside.get()
+        if isinstance(current, _RunGuard) and current.active:
+            guard = current  # another prompt of the same batch
+        else:
+            guard = _RunGuard()
+            _base._inside.set(cast(bool, guard))
+        _runs.hold(run_id, guard)
+
+    def _release(self, run_id: Any) -> None:
+        _runs.release(run_id)
+
+
+_classes: dict[str, type[Any]] = {}
+_classes_lock = threading.Lock()
+
+
+def _handler_classes() -> tuple[type[Any], type[Any]]:
+    """Define the handlers on first use, so importing this module never imports LangChain."""
+    with _classes_lock:
+        if not _classes:
+            _classes.update(_define_handlers())
+    return _classes["EnforcementCallbackHandler"], _classes["AsyncEnforcementCallbackHandler"]
+
+
+def _define_handlers() -> dict[str, type[Any]]:
+    from langchain_core.callbacks.base import AsyncCallbackHandler, BaseCallbackHandler
+
+    class EnforcementCallbackHandler(_Checks, BaseCallbackHandler):
+        """Refuses a LangChain chat model or LLM run that a breached budget rule covers.
+
+        The check runs when the run starts, before the model is called, and
+        raises :class:`~enforcement.BudgetExceededError` to the caller. It is
+        judged on the model (``invocation_params``), the provider (the run's
+        ``ls_provider``), the enclosing :func:`enforcement.usage_metadata`
+        scopes, this handler's ``usage_metadata`` and the run's
+        ``metadata["usage_metadata"]``. Works for sync and async runs alike
+        (in an async run it checks without awaiting).
+
+        >>> model.invoke(
+        ...     "hi",
+        ...     config={
+        ...         "callbacks": [EnforcementCallbackHandler()],
+        ...         "metadata": {"usage_metadata": {"organizationName": "acme"}},
+        ...     },
+        ... )  # doctest: +SKIP
+
+        ``enforcement.instrument("langchain")`` adds one to every run instead.
+        """
+
+        __qualname__ = "EnforcementCallbackHandler"
+
+        def on_chat_model_start(
+            self,
+            serialized: dict[str, Any],
+            messages: list[list[Any]],
+            *,
+            run_id: Any,
+            parent_run_id: Any = None,
+            tags: Optional[list[str]] = None,
+            metadata: Optional[dict[str, Any]] = None,
+            **kwargs: Any,
+        ) -> None:
+            call = self._call(serialized, metadata, kwargs)
+            if call is not None:
+                engine, usage_metadata, model, provider = call
+                engine.check(usage_metadata, model=model, provider=provider)
+                self._hold(run_id)
+
+        def on_llm_start(
+            self,
+            serialized: dict[str, Any],
+            prompts: list[str],
+            *,
+            run_id: Any,
+            parent_run_id: Any = None,
+            tags: Optional[list[str]] = None,
+            metadata: Optional[dict[str, Any]] = None,
+            **kwargs: Any,
+        ) -> None:
+            call = self._call(serialized, metadata, kwargs)
+            if call is not None:
+                engine, usage_metadata, model, provider = call
+                engine.check(usage_metadata, model=model, provider=provider)
+                self._hold(run_id)
+
+        # The request is out once the first output arrives: from then on the
+        # vendor SDK's own hook checks again, and the caller's code (which
+        # runs between a stream's chunks) is never inside the guard.
+        def on_llm_new_token(self, token: Any, *, run_id: Any, **kwargs: Any) -> None:
+            self._release(run_id)
+
+        def on_stream_event(self, event: Any, *, run_id: Any, **kwargs: Any) -> None:
+            self._release(run_id)
+
+        def on_llm_end(self, response: Any, *, run_id: Any, **kwargs: Any) -> None:
+            self._release(run_id)
+
+        def on_llm_error(self, error: BaseException, *, run_id: Any, **kwargs: Any) -> None:
+            self._release(run_id)
+
+    class AsyncEnforcementCallbackHandler(_Checks, AsyncCallbackHandler):
+        """:class:`EnforcementCallbackHandler` for async runs: the check is awaited.
+
+        Only for async calls (``ainvoke``, ``astream``...): LangChain runs an
+        async handler of a sync call on a throwaway event loop and ignores what
+        it raises. ``instrument("langchain")`` picks the right flavour itself.
+        """
+
+        __qualname__ = "AsyncEnforcementCallbackHandler"
+
+        async def on_chat_model_start(
+            self,
+            serialized: dict[str, Any],
+            messages: list[list[Any]],
+            *,
+            run_id: Any,
+            parent_run_id: Any = None,
+            tags: Optional[list[str]] = None,
+            metadata: Optional[dict[str, Any]] = None,
+            **kwargs: Any,
+        ) -> None:
+            call = self._call(serialized, metadata, kwargs)
+            if call is not None:
+                engine, usage_metadata, model, provider = call
+                await engine.acheck(usage_metadata, model=model, provider=provider)
+                self._hold(run_id)
+
+        async def on_llm_start(
+            self,
+            serialized: dict[str, Any],
+            prompts: list[str],
+            *,
+            run_id: Any,
+            parent_run_id: Any = None,
+            tags: Optional[list[str]] = None,
+            metadata: Optional[dict[str, Any]] = None,
+            **kwargs: Any,
+        ) -> None:
+            call = self._call(serialized, metadata, kwargs)
+            if call is not None:
+                engine, usage_metadata, model, provider = call
+                await engine.acheck(usage_metadata, model=model, provider=provider)
+                self._hold(run_id)
+
+        # Plain functions on purpose: LangChain calls them inline without a
+        # coroutine per token, and a sync manager (a sync model's
+        # ``_agenerate`` in an executor) without an event loop per token.
+        def on_llm_new_token(  # type: ignore[override]
+            self, token: Any, *, run_id: Any, **kwargs: Any
+        ) -> None:
+            self._release(run_id)
+
+        def on_stream_event(  # type: ignore[override]
+            self, event: Any, *, run_id: Any, **kwargs: Any
+        ) -> None:
+            self._release(run_id)
+
+        def on_llm_end(  # type: ignore[override]
+            self, response: Any, *, run_id: Any, **kwargs: Any
+        ) -> None:
+            self._release(run_id)
+
+        def on_llm_error(  # type: ignore[override]
+            self, error: BaseException, *, run_id: Any, **kwargs: Any
+        ) -> None:
+            self._release(run_id)
+
+    return {
+        "EnforcementCallbackHandler": EnforcementCallbackHandler,
+        "AsyncEnforcementCallbackHandler": AsyncEnforcementCallbackHandler,
+    }
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HANDLER_NAMES:
+        sync_class, async_class = _handler_classes()
+        globals().update(
+            EnforcementCallbackHandler=sync_class, AsyncEnforcementCallbackHandler=async_class
+        )
+        return sync_class if name == _HANDLER_NAMES[0] else async_class
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HANDLER_NAMES})
+
+
+class LangChainInstrumentor(Instrumentor):
+    """Adds the enforcement handler to every LangChain run.
+
+    The callback managers are patched when ``langchain_core.callbacks.manager``
+    is imported and completion LLMs when ``langchain_core.language_models.llms``
+    is, so importing ``langchain_core`` for its message types loads neither.
+    """
+
+    name = "langchain"
+    module = "langchain_core"
+    distribution = "langchain-core"
+    supported = ">=0.3,<2"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._awaited: set[str] = set()
+        self._handlers: Optional[tuple[Any, Any]] = None
+
+    def patch(self, module: ModuleType) -> None:
+        self._when_imported("langchain_core.callbacks.manager", self._patch_managers)
+        self._when_imported("langchain_core.language_models.llms", self._patch_llms)
+
+    def _when_imported(self, name: str, apply: Callable[[ModuleType], None]) -> None:
+        loaded = sys.modules.get(name)
+        if loaded is not None:
+            apply(loaded)
+            return
+        if name in self._awaited:
+            return
+        self._awaited.add(name)
+
+        def on_import(imported: ModuleType) -> None:
+            if not self._wanted:
+                return
+            try:
+                apply(imported)
+            except Exception:
+                logger.warning(
+                    "Could not hook %s %s; its calls are not checked",
+                    name,
+                    self.version() or "",
+                    exc_info=True,
+                )
+
+        wrapt.register_post_import_hook(on_import, name)
+
+    def _patch_managers(self, manager_module: ModuleType) -> None:
+        sync_class, async_class = _handler_classes()
+        if self._handlers is None:
+            self._handlers = (sync_class(), async_class())
+        sync_handler, async_handler = self._handlers
+        async_manager = manager_module.AsyncCallbackManager
+
+        def sync_twin(handler: Any) -> Any:
+            if handler is async_handler:
+                return sync_handler
+            return sync_class(handler.usage_metadata, engine=handler.engine)
+
+        def enlist(manager: Any) -> None:
+            handlers = getattr(manager, "handlers", None)
+            if not isinstance(handlers, list):
+                return
+            ours = [handler for handler in handlers if isinstance(handler, _Checks)]
+            if isinstance(manager, async_manager):
+                if not ours:
+                    manager.add_handler(async_handler, True)
+                return
+            if any(isinstance(handler, sync_class) for handler in ours):
+                return
+            # Async handlers inherited from an async parent would be ignored here.
+            for handler in ours:
+                inherit = handler in manager.inheritable_handlers
+                manager.remove_handler(handler)
+                manager.add_handler(sync_twin(handler), inherit)
+            if not ours:
+                manager.add_handler(sync_handler, True)
+
+        def configure(
+            wrapped: Callable[..., Any],
+            instance: Any,
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+        ) -> Any:
+            manager = wrapped(*args, **kwargs)
+            try:
+                enlist(manager)
+            except Exception:
+                logger.debug("Could not add the enforcement handler", exc_info=True)
+            return manager
+
+        self.wrap(manager_module.CallbackManager, "configure", configure)
+        self.wrap(async_manager, "configure", configure)
+
+    def _patch_llms(self, llms_module: ModuleType) -> None:
+        async def agenerate_helper(
+            wrapped: Callable[..., Any],
+            instance: Any,
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+        ) -> Any:
+            # The runs' start was announced in tasks of their own (asyncio.gather),
+            # whose guard never reached this one: adopt it for the model call.
+            managers = args[2] if len(args) > 2 else kwargs.get("run_managers")
+            guard = None
+            if isinstance(managers, list) and not _base._inside.get():
+                guard = _runs.active_guard(getattr(m, "run_id", None) for m in managers)
+            if guard is None:
+                return await wrapped(*args, **kwargs)
+            token = _base._inside.set(cast(bool, guard))
+            try:
+                return await wrapped(*args, **kwargs)
+            finally:
+                _base._inside.reset(token)
+
+        self.wrap(llms_module.BaseLLM, "_agenerate_helper", agenerate_helper)
+
+
+INSTRUMENTOR = LangChainInstrumentor()
