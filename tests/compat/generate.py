@@ -98,17 +98,68 @@ FILTER_MODELS = [
     "my-gpt-deployment",
     "mistral-large",
 ]
-MODEL_FRAGMENTS = ["gpt", "GPT", "4o", "mini", "claude", "sonnet", "-latest", "2024-07-18",
-                   "gemini", "grok", "openai/", "flash", "@20251001", "-20251001"]
+MODEL_FRAGMENTS = [
+    "gpt",
+    "GPT",
+    "4o",
+    "mini",
+    "claude",
+    "sonnet",
+    "-latest",
+    "2024-07-18",
+    "gemini",
+    "grok",
+    "openai/",
+    "flash",
+    "@20251001",
+    "-20251001",
+]
 
 CALL_PROVIDERS = [
-    "openai", "OpenAI", "OPENAI", "anthropic", "Anthropic", "ANTHROPIC", "FOUNDRY", "foundry",
-    "CLAUDECODE", "claudecode", "CLAUDECOWORK", "CODEXCLI", "codexcli", "GEMINICLI", "google",
-    "GOOGLE", "azure", "Azure", "AZURE", "litellm", "LITELLM", "xai", "XAI", "bedrock", "vertex",
+    "openai",
+    "OpenAI",
+    "OPENAI",
+    "anthropic",
+    "Anthropic",
+    "ANTHROPIC",
+    "FOUNDRY",
+    "foundry",
+    "CLAUDECODE",
+    "claudecode",
+    "CLAUDECOWORK",
+    "CODEXCLI",
+    "codexcli",
+    "GEMINICLI",
+    "google",
+    "GOOGLE",
+    "azure",
+    "Azure",
+    "AZURE",
+    "litellm",
+    "LITELLM",
+    "xai",
+    "XAI",
+    "bedrock",
+    "vertex",
 ]
 FILTER_PROVIDERS = [
-    "OPENAI", "ANTHROPIC", "GOOGLE", "FOUNDRY", "CLAUDECODE", "CODEXCLI", "GEMINICLI", "XAI",
-    "AZURE", "LITELLM", "openai", "Anthropic", "google", "OPEN", "AI", "IC", "ai",
+    "OPENAI",
+    "ANTHROPIC",
+    "GOOGLE",
+    "FOUNDRY",
+    "CLAUDECODE",
+    "CODEXCLI",
+    "GEMINICLI",
+    "XAI",
+    "AZURE",
+    "LITELLM",
+    "openai",
+    "Anthropic",
+    "google",
+    "OPEN",
+    "AI",
+    "IC",
+    "ai",
 ]
 
 PRODUCTS = ["prod-a", "Prod-A", "prod-b", "prod"]
@@ -119,17 +170,199 @@ CREDENTIALS = ["key-1", "key-2", "KEY-1", "sk-raw-123", "key"]
 AGENTS = ["agent-x", "Agent-X", "agent-y", "agent"]
 TASK_TYPES = ["chat", "summarize", "Chat", "sum"]
 
-KNOWN_DIMENSIONS = ["MODEL", "PROVIDER", "PRODUCT", "ORGANIZATION", "SUBSCRIBER", "CREDENTIAL",
-                    "AGENT", "TASK_TYPE"]
+#: Each payload leans on one theme: model and provider filter values and call
+#: models and providers that sit on either side of one matching detail of the
+#: oracle (snapshot dates, Vertex ``@``, ``-latest``, routes, vendor aliases,
+#: Azure deployments, provider alias buckets), so that a filter often decides.
+THEMES: list[dict[str, list[Any]]] = [
+    {  # OpenAI meters a dated snapshot for an undated request
+        "models": [
+            "gpt-4o-mini",
+            "gpt-4o-mini-2024-07-18",
+            "GPT-4o-Mini",
+            "openai/gpt-4o-mini",
+            "gpt-4o-mini-2024-08-01",
+            "gpt-4o-mini-latest",
+        ],
+        "model_values": ["gpt-4o-mini", "gpt-4o-mini-2024-07-18", "GPT-4O-MINI", "gpt-4o"],
+        "providers": ["openai", "OPENAI", "CODEXCLI", "azure", "litellm", None],
+        "provider_values": ["OPENAI", "openai", "CODEXCLI", "AZURE", "OPEN"],
+    },
+    {  # four-digit snapshots
+        "models": [
+            "gpt-3.5-turbo",
+            "gpt-3.5-turbo-0125",
+            "gpt-3.5-turbo-1106",
+            "gpt-4-0613",
+            "gpt-4",
+        ],
+        "model_values": ["gpt-3.5-turbo-0125", "gpt-3.5-turbo", "gpt-4-0613", "gpt-4"],
+        "providers": ["openai", "CODEXCLI", "codexcli", None],
+        "provider_values": ["OPENAI", "CODEXCLI", "openai"],
+    },
+    {  # Vertex ``@`` snapshots, routes and -latest
+        "models": [
+            "claude-haiku-4-5@20251001",
+            "claude-haiku-4-5-20251001",
+            "claude-haiku-4-5",
+            "vertex_ai/claude-haiku-4-5@20251001",
+            "anthropic/claude-haiku-4-5",
+            "claude-haiku-4-5-latest",
+            "Claude-Haiku-4-5",
+        ],
+        "model_values": [
+            "claude-haiku-4-5@20251001",
+            "claude-haiku-4-5-20251001",
+            "claude-haiku-4-5",
+            "claude-haiku-4-5@20250101",
+            "claude-haiku",
+        ],
+        "providers": [
+            "anthropic",
+            "ANTHROPIC",
+            "FOUNDRY",
+            "CLAUDECODE",
+            "CLAUDECOWORK",
+            "google",
+            "vertex",
+            None,
+        ],
+        "provider_values": ["ANTHROPIC", "FOUNDRY", "CLAUDECODE", "GOOGLE", "anthropic"],
+    },
+    {  # Anthropic dated models and -latest
+        "models": [
+            "claude-3-5-sonnet-20241022",
+            "claude-3-5-sonnet",
+            "claude-3-5-sonnet-latest",
+            "anthropic/claude-3-5-sonnet-latest",
+            "claude-3-5-sonnet-20240620",
+        ],
+        "model_values": [
+            "claude-3-5-sonnet-20241022",
+            "claude-3-5-sonnet",
+            "claude-3-5-sonnet-latest",
+            "claude-3-5-sonnet-20240620",
+        ],
+        "providers": [
+            "anthropic",
+            "FOUNDRY",
+            "foundry",
+            "CLAUDECODE",
+            "claudecode",
+            "CLAUDECOWORK",
+            "bedrock",
+            None,
+        ],
+        "provider_values": ["ANTHROPIC", "FOUNDRY", "CLAUDECODE", "CLAUDECOWORK", "Anthropic"],
+    },
+    {  # Google's gemini-<tier>-latest aliases
+        "models": [
+            "gemini-flash-latest",
+            "gemini/gemini-flash-latest",
+            "vertex_ai/gemini-flash-latest",
+            "gemini-pro-latest",
+            "gemini-flash-lite-latest",
+            "gemini-2.5-flash",
+            "openai/gemini-flash-latest",
+        ],
+        "model_values": [
+            "gemini-2.5-flash",
+            "gemini-2.5-flash-preview-05-20",
+            "gemini-2.0-flash-001",
+            "gemini-2.5-flash-tts",
+            "gemini-2.5-pro",
+            "gemini-2.5-flash-lite",
+            "gemini-flash-latest",
+            "gemini-3-flash-preview",
+            "gemini-2.5-flash-preview-05-2025",
+        ],
+        "providers": [
+            "google",
+            "GOOGLE",
+            "GEMINICLI",
+            "geminicli",
+            "litellm",
+            "LITELLM",
+            "openai",
+            None,
+        ],
+        "provider_values": ["GOOGLE", "GEMINICLI", "google", "LITELLM"],
+    },
+    {  # xAI's published aliases
+        "models": [
+            "grok-4.20",
+            "xai/grok-4.20",
+            "grok-4.20-beta",
+            "grok-code-fast-1",
+            "grok-4.3-latest",
+            "grok-4.20-0309-reasoning",
+            "grok-build-latest",
+        ],
+        "model_values": [
+            "grok-4.20-0309-reasoning",
+            "grok-4.20-0309-non-reasoning",
+            "grok-4.20",
+            "grok-build-0.1",
+            "grok-4.3",
+            "grok-4.5",
+        ],
+        "providers": ["xai", "XAI", "litellm", "openai", None],
+        "provider_values": ["XAI", "xai", "LITELLM", "OPENAI"],
+    },
+    {  # Azure deployments say nothing about the model
+        "models": [
+            "my-gpt-deployment",
+            "azure/my-gpt-deployment",
+            "azure_ai/gpt-4o",
+            "AZURE/prod-deploy",
+            "gpt-4o",
+        ],
+        "model_values": ["gpt-4o", "my-gpt-deployment", "gpt-4o-2024-08-06"],
+        "providers": ["azure", "Azure", "AZURE", "openai", "litellm", None],
+        "provider_values": ["AZURE", "OPENAI", "azure"],
+    },
+]
+
+KNOWN_DIMENSIONS = [
+    "MODEL",
+    "PROVIDER",
+    "PRODUCT",
+    "ORGANIZATION",
+    "SUBSCRIBER",
+    "CREDENTIAL",
+    "AGENT",
+    "TASK_TYPE",
+]
 ODD_DIMENSIONS = ["DEPARTMENT", "ORG_UNIT", "REGION", "model", "Provider", None, 3]
-OPERATORS = ["IS", "IS_NOT", "CONTAINS", "STARTS_WITH", "ENDS_WITH", "IN", "EQUALS", "is",
-             "in", None, 7]
+OPERATORS = [
+    "IS",
+    "IS_NOT",
+    "CONTAINS",
+    "STARTS_WITH",
+    "ENDS_WITH",
+    "IN",
+    "EQUALS",
+    "is",
+    "in",
+    None,
+    7,
+]
 OPERATOR_WEIGHTS = [30, 12, 10, 8, 8, 20, 3, 2, 2, 2, 1]
 
-RULE_NAMES = ["daily-cap", "Team budget", "per-person", "monthly $500", "dept-cap",
-              "ünïcode cap", "prod cap"]
-DENY_MESSAGES = ["Ask finance to raise the cap.", "Use {placeholder} %s later",
-                 "Contact #ai-budget"]
+RULE_NAMES = [
+    "daily-cap",
+    "Team budget",
+    "per-person",
+    "monthly $500",
+    "dept-cap",
+    "ünïcode cap",
+    "prod cap",
+]
+DENY_MESSAGES = [
+    "Ask finance to raise the cap.",
+    "Use {placeholder} %s later",
+    "Contact #ai-budget",
+]
 
 
 def _pick(rng: random.Random, options: list[Any], weights: list[float]) -> Any:
@@ -138,21 +371,28 @@ def _pick(rng: random.Random, options: list[Any], weights: list[float]) -> Any:
 
 # --------------------------------------------------------------------------- window ends
 
+
 def _iso(rng: random.Random, year: int) -> str:
     month, day = rng.randint(1, 12), rng.randint(1, 28)
     hour, minute, second = rng.randint(0, 23), rng.randint(0, 59), rng.randint(0, 59)
     stamp = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
     fraction = _pick(rng, ["", ".5", ".123456", ".999999999", ".1234567"], [40, 10, 15, 30, 5])
-    zone = _pick(rng, ["Z", "z", "+00:00", "+05:30", "-08:00", "+23:59", "", "Z[UTC]",
-                       "+01:00[Europe/Paris]"], [40, 3, 10, 8, 8, 2, 10, 10, 9])
+    zone = _pick(
+        rng,
+        ["Z", "z", "+00:00", "+05:30", "-08:00", "+23:59", "", "Z[UTC]", "+01:00[Europe/Paris]"],
+        [40, 3, 10, 8, 8, 2, 10, 10, 9],
+    )
     text = stamp + fraction + zone
     return f" {text} " if rng.random() < 0.03 else text
 
 
 def _window_end(rng: random.Random) -> tuple[bool, Any]:
     """(present, value). Numeric window ends are always in the future (CONTRACT §7)."""
-    kind = _pick(rng, ["absent", "future", "past", "garbage", "numeric", "null", "odd"],
-                 [25, 40, 15, 7, 8, 3, 2])
+    kind = _pick(
+        rng,
+        ["absent", "future", "past", "garbage", "numeric", "null", "odd"],
+        [25, 40, 15, 7, 8, 3, 2],
+    )
     if kind == "absent":
         return False, None
     if kind == "future":
@@ -164,9 +404,18 @@ def _window_end(rng: random.Random) -> tuple[bool, Any]:
             return True, "0001-01-01T00:00:00+05:00"
         return True, _iso(rng, rng.randint(2001, 2020))
     if kind == "garbage":
-        return True, rng.choice(["tomorrow", "2095-10-31", "2095-13-45T99:00:00Z",
-                                 "2095-10-31 23:59:59Z", "", "[UTC]", "2001-01-01T00:00Z",
-                                 "2001-01-01T00:00:00+2400"])
+        return True, rng.choice(
+            [
+                "tomorrow",
+                "2095-10-31",
+                "2095-13-45T99:00:00Z",
+                "2095-10-31 23:59:59Z",
+                "",
+                "[UTC]",
+                "2001-01-01T00:00Z",
+                "2001-01-01T00:00:00+2400",
+            ]
+        )
     if kind == "numeric":
         return True, rng.choice([4102444800, 4102444800.5, 5_000_000_000, 4200000000.25])
     if kind == "null":
@@ -176,6 +425,7 @@ def _window_end(rng: random.Random) -> tuple[bool, Any]:
 
 # --------------------------------------------------------------------------- payload context
 
+
 @dataclass
 class Context:
     """The few identities and ids one payload draws its rules, maps and calls from."""
@@ -183,12 +433,23 @@ class Context:
     emails: list[str]
     subscriber_ids: list[str]
     rule_ids: list[int]
+    theme: dict[str, list[Any]] = field(default_factory=dict)
     department_rule_ids: list[int] = field(default_factory=list)
 
 
 def email_variant(rng: random.Random, email: str) -> str:
-    return _pick(rng, [email, email.upper(), email.title(), f"  {email}", f"{email}\t",
-                       f" {email.capitalize()} "], [55, 10, 10, 10, 5, 10])
+    return _pick(
+        rng,
+        [
+            email,
+            email.upper(),
+            email.title(),
+            f"  {email}",
+            f"{email}\t",
+            f" {email.capitalize()} ",
+        ],
+        [55, 10, 10, 10, 5, 10],
+    )
 
 
 def _call_email(rng: random.Random, ctx: Context) -> Any:
@@ -210,35 +471,49 @@ def _call_subscriber_id(rng: random.Random, ctx: Context) -> Any:
 
 
 def _group_value(rng: random.Random, ctx: Context) -> Any:
-    return _pick(rng, [
-        lambda: rng.choice(ctx.subscriber_ids),
-        lambda: rng.choice(ctx.emails),
-        lambda: email_variant(rng, rng.choice(ctx.emails)),
-        lambda: rng.choice(EMAILS),
-        lambda: 42,
-        lambda: None,
-        lambda: "",
-    ], [30, 35, 12, 8, 5, 5, 5])()
+    return _pick(
+        rng,
+        [
+            lambda: rng.choice(ctx.subscriber_ids),
+            lambda: rng.choice(ctx.emails),
+            lambda: email_variant(rng, rng.choice(ctx.emails)),
+            lambda: rng.choice(EMAILS),
+            lambda: 42,
+            lambda: None,
+            lambda: "",
+            lambda: rng.choice(["True", "0", "3.5"]),
+        ],
+        [30, 35, 12, 8, 5, 5, 5, 3],
+    )()
 
 
 # --------------------------------------------------------------------------- rules
 
+
 def _filter_value(rng: random.Random, dimension: Any, ctx: Context) -> Any:
     if dimension == "MODEL":
+        if rng.random() < 0.65:
+            return rng.choice(ctx.theme["model_values"])
         return rng.choice(FILTER_MODELS if rng.random() < 0.75 else MODEL_FRAGMENTS)
     if dimension == "PROVIDER":
+        if rng.random() < 0.65:
+            return rng.choice(ctx.theme["provider_values"])
         return rng.choice(FILTER_PROVIDERS)
     if dimension == "PRODUCT":
         return rng.choice(PRODUCTS)
     if dimension == "ORGANIZATION":
         return rng.choice(ORGS)
     if dimension == "SUBSCRIBER":
-        return _pick(rng, [
-            lambda: rng.choice(ctx.emails),
-            lambda: email_variant(rng, rng.choice(ctx.emails)),
-            lambda: rng.choice(ctx.subscriber_ids),
-            lambda: rng.choice(["@example.com", "alice", "ALICE", "u-", "example.com "]),
-        ], [35, 20, 30, 15])()
+        return _pick(
+            rng,
+            [
+                lambda: rng.choice(ctx.emails),
+                lambda: email_variant(rng, rng.choice(ctx.emails)),
+                lambda: rng.choice(ctx.subscriber_ids),
+                lambda: rng.choice(["@example.com", "alice", "ALICE", "u-", "example.com "]),
+            ],
+            [35, 20, 30, 15],
+        )()
     if dimension == "CREDENTIAL":
         return rng.choice(CREDENTIALS)
     if dimension == "AGENT":
@@ -248,18 +523,20 @@ def _filter_value(rng: random.Random, dimension: Any, ctx: Context) -> Any:
     return rng.choice(["x", "eu-west", "acme", "gpt-4o"])
 
 
-def _filter_row(rng: random.Random, ctx: Context) -> Any:
+DIMENSION_WEIGHTS = [25, 20, 8, 8, 12, 10, 9, 8]
+
+
+def _filter_row(rng: random.Random, ctx: Context, weights: Optional[list[float]] = None) -> Any:
     if rng.random() < 0.05:
         return rng.choice(["MODEL IS gpt-4o", None, 3, ["MODEL", "IS", "gpt-4o"]])
     if rng.random() < 0.9:
-        dimension: Any = rng.choice(KNOWN_DIMENSIONS)
+        dimension: Any = _pick(rng, KNOWN_DIMENSIONS, weights or DIMENSION_WEIGHTS)
     else:
         dimension = rng.choice(ODD_DIMENSIONS)
     operator = _pick(rng, OPERATORS, OPERATOR_WEIGHTS)
     row: dict[str, Any] = {"dimension": dimension, "operator": operator}
     if operator in ("IN", "in"):
-        shape = _pick(rng, ["list", "missing", "not-list", "with-junk", "empty"],
-                      [70, 8, 6, 10, 6])
+        shape = _pick(rng, ["list", "missing", "not-list", "with-junk", "empty"], [70, 8, 6, 10, 6])
         values = [_filter_value(rng, dimension, ctx) for _ in range(rng.randint(1, 3))]
         row["value"] = ",".join(str(value) for value in values)
         if shape == "list":
@@ -271,8 +548,9 @@ def _filter_row(rng: random.Random, ctx: Context) -> Any:
         elif shape == "empty":
             row["values"] = []
     else:
-        shape = _pick(rng, ["vocab", "empty", "null", "number", "missing", "list"],
-                      [84, 4, 3, 3, 3, 3])
+        shape = _pick(
+            rng, ["vocab", "empty", "null", "number", "missing", "list"], [84, 4, 3, 3, 3, 3]
+        )
         if shape == "vocab":
             row["value"] = _filter_value(rng, dimension, ctx)
         elif shape == "empty":
@@ -308,8 +586,11 @@ def _number(rng: random.Random, *, odd: bool = True) -> Any:
 
 
 def _identity(rng: random.Random, rule: dict[str, Any], rule_id: int) -> None:
-    kind = _pick(rng, ["int", "str", "id", "zero", "hash-id", "none", "bool", "hash", "both"],
-                 [66, 8, 6, 4, 3, 3, 2, 4, 4])
+    kind = _pick(
+        rng,
+        ["int", "str", "id", "zero", "hash-id", "none", "bool", "hash", "both"],
+        [66, 8, 6, 4, 3, 3, 2, 4, 4],
+    )
     if kind == "int":
         rule["ruleId"] = rule_id
     elif kind == "str":
@@ -333,8 +614,9 @@ def _identity(rng: random.Random, rule: dict[str, Any], rule_id: int) -> None:
 
 
 def _common_fields(rng: random.Random, rule: dict[str, Any], ctx: Context) -> None:
-    name_kind = _pick(rng, ["vocab", "absent", "null", "empty", "number", "padded"],
-                      [80, 6, 5, 4, 3, 2])
+    name_kind = _pick(
+        rng, ["vocab", "absent", "null", "empty", "number", "padded"], [80, 6, 5, 4, 3, 2]
+    )
     if name_kind == "vocab":
         rule["name"] = rng.choice(RULE_NAMES)
     elif name_kind == "null":
@@ -346,9 +628,24 @@ def _common_fields(rng: random.Random, rule: dict[str, Any], ctx: Context) -> No
     elif name_kind == "padded":
         rule["name"] = "  spaced cap  "
 
-    action = _pick(rng, ["BLOCK", None, "NULL", "WARN_ONLY", "THROTTLE", "NOTIFY", "block",
-                         " Block ", "warn_only", 5, "", "DENY"],
-                   [52, 12, 5, 10, 4, 4, 4, 2, 2, 1, 2, 2])
+    action = _pick(
+        rng,
+        [
+            "BLOCK",
+            None,
+            "NULL",
+            "WARN_ONLY",
+            "THROTTLE",
+            "NOTIFY",
+            "block",
+            " Block ",
+            "warn_only",
+            5,
+            "",
+            "DENY",
+        ],
+        [52, 12, 5, 10, 4, 4, 4, 2, 2, 1, 2, 2],
+    )
     if action == "NULL":
         rule["action"] = None
     elif action is not None:
@@ -378,8 +675,11 @@ def _common_fields(rng: random.Random, rule: dict[str, Any], ctx: Context) -> No
     elif resets == "empty":
         rule["resetsAt"] = ""
 
-    deny = _pick(rng, ["absent", "vocab", "padded", "empty", "blank", "null", "number"],
-                 [50, 22, 8, 6, 5, 5, 4])
+    deny = _pick(
+        rng,
+        ["absent", "vocab", "padded", "empty", "blank", "null", "number"],
+        [50, 22, 8, 6, 5, 5, 4],
+    )
     if deny == "vocab":
         rule["denyMessage"] = rng.choice(DENY_MESSAGES)
     elif deny == "padded":
@@ -408,8 +708,9 @@ def _common_fields(rng: random.Random, rule: dict[str, Any], ctx: Context) -> No
 
 
 def _breached(rng: random.Random) -> tuple[bool, Any]:
-    value = _pick(rng, [True, False, "absent", "true", "false", 1, 0, "", None],
-                  [45, 30, 8, 2, 2, 4, 3, 2, 4])
+    value = _pick(
+        rng, [True, False, "absent", "true", "false", 1, 0, "", None], [45, 30, 8, 2, 2, 4, 3, 2, 4]
+    )
     return (value != "absent"), value
 
 
@@ -454,8 +755,11 @@ def _grouped_rule(rng: random.Random, ctx: Context, rule_id: int) -> dict[str, A
     rule: dict[str, Any] = {}
     _identity(rng, rule, rule_id)
     _common_fields(rng, rule, ctx)
-    group_by = _pick(rng, ["SUBSCRIBER", "subscriber", " SUBSCRIBER ", None, "absent", "", "  ",
-                           5], [60, 5, 5, 10, 10, 5, 3, 2])
+    group_by = _pick(
+        rng,
+        ["SUBSCRIBER", "subscriber", " SUBSCRIBER ", None, "absent", "", "  ", 5],
+        [60, 5, 5, 10, 10, 5, 3, 2],
+    )
     if group_by != "absent":
         rule["groupBy"] = group_by
     breakdown = _pick(rng, ["entries", "empty", "not-list", "null"], [80, 12, 5, 3])
@@ -482,8 +786,9 @@ def _department_rule(rng: random.Random, ctx: Context, rule_id: int) -> dict[str
     else:
         _identity(rng, rule, rule_id)
     _common_fields(rng, rule, ctx)
-    kind = _pick(rng, ["departmentId", "orgUnitId", "both-null", "groupBy", "zero"],
-                 [40, 15, 8, 30, 7])
+    kind = _pick(
+        rng, ["departmentId", "orgUnitId", "both-null", "groupBy", "zero"], [40, 15, 8, 30, 7]
+    )
     if kind == "departmentId":
         rule["departmentId"] = rng.choice([10, 11, "d-1"])
     elif kind == "orgUnitId":
@@ -493,8 +798,9 @@ def _department_rule(rng: random.Random, ctx: Context, rule_id: int) -> dict[str
     elif kind == "both-null":
         rule["departmentId"] = None
         rule["orgUnitId"] = None
-        rule["groupBy"] = rng.choice(["DEPARTMENT", "department", " ORG_UNIT ", "org_unit",
-                                      None, "TEAM"])
+        rule["groupBy"] = rng.choice(
+            ["DEPARTMENT", "department", " ORG_UNIT ", "org_unit", None, "TEAM"]
+        )
     elif kind == "groupBy":
         rule["groupBy"] = rng.choice(["DEPARTMENT", "department", " ORG_UNIT ", "ORG_UNIT"])
     else:
@@ -504,6 +810,9 @@ def _department_rule(rng: random.Random, ctx: Context, rule_id: int) -> dict[str
         rule["breached"] = breached
     if rng.random() < 0.2:
         rule["groupBreakdown"] = [_group_entry(rng, ctx) for _ in range(rng.randint(1, 3))]
+    if rng.random() < 0.4:
+        # Candidates judge their rule's filter rows against the call: give them some.
+        rule["filters"] = [_filter_row(rng, ctx) for _ in range(rng.randint(1, 2))]
     ctx.department_rule_ids.append(rule_id)
     return rule
 
@@ -526,7 +835,62 @@ def _rules(rng: random.Random, ctx: Context) -> list[Any]:
     return rules
 
 
+def _filtered_rules(rng: random.Random, ctx: Context) -> list[Any]:
+    """A few breached, blocking rules whose filters decide: mostly MODEL and PROVIDER rows."""
+    rules: list[Any] = []
+    for _ in range(_pick(rng, [1, 2, 3], [50, 35, 15])):
+        rule_id = rng.choice(ctx.rule_ids)
+        if rng.random() < 0.7:
+            rule = _pooled_rule(rng, ctx, rule_id)
+            rule["breached"] = rng.random() < 0.9
+        else:
+            rule = _grouped_rule(rng, ctx, rule_id)
+        rule.pop("shadowMode", None)
+        if rng.random() < 0.8:
+            rule["action"] = "BLOCK"
+        weights = [40, 30, 4, 4, 8, 8, 3, 3]
+        rule["filters"] = [
+            _filter_row(rng, ctx, weights) for _ in range(_pick(rng, [1, 2], [65, 35]))
+        ]
+        rules.append(rule)
+    return rules
+
+
+def _department_rules(rng: random.Random, ctx: Context) -> list[Any]:
+    """Department rules with filter rows, for the candidate lists to judge."""
+    rules: list[Any] = []
+    for _ in range(rng.randint(1, 3)):
+        rule = _department_rule(rng, ctx, rng.choice(ctx.rule_ids))
+        if rng.random() < 0.7:
+            rule["action"] = "BLOCK"
+            rule.pop("shadowMode", None)
+        if rng.random() < 0.8:
+            weights = [20, 12, 8, 8, 10, 25, 10, 7]
+            rule["filters"] = [
+                _filter_row(rng, ctx, weights) for _ in range(_pick(rng, [1, 2], [65, 35]))
+            ]
+        rules.append(rule)
+    if rng.random() < 0.3:
+        rules.append(_pooled_rule(rng, ctx, rng.choice(ctx.rule_ids)))
+    return rules
+
+
+def _candidate_lists(rng: random.Random, ctx: Context) -> dict[str, Any]:
+    """A candidate list for most of the payload's people."""
+    candidates: dict[str, Any] = {}
+    for email in ctx.emails:
+        if rng.random() < 0.85:
+            key = email if rng.random() < 0.85 else email_variant(rng, email)
+            items = [_candidate(rng, ctx) for _ in range(rng.randint(1, 3))]
+            for item in items:
+                if isinstance(item, dict) and ctx.department_rule_ids and rng.random() < 0.8:
+                    item["ruleId"] = rng.choice(ctx.department_rule_ids)
+            candidates[key] = items
+    return candidates
+
+
 # --------------------------------------------------------------------------- department maps
+
 
 def _map_key(rng: random.Random, ctx: Context) -> str:
     roll = rng.random()
@@ -539,29 +903,45 @@ def _map_key(rng: random.Random, ctx: Context) -> str:
 
 def _map_rule_id(rng: random.Random, ctx: Context) -> Any:
     pool = ctx.department_rule_ids or ctx.rule_ids
-    return _pick(rng, [
-        lambda: rng.choice(pool),
-        lambda: rng.choice(ctx.rule_ids),
-        lambda: 99,
-        lambda: True,
-        lambda: str(rng.choice(pool)),
-        lambda: float(rng.choice(pool)),
-        lambda: None,
-    ], [70, 10, 8, 3, 3, 3, 3])()
+    return _pick(
+        rng,
+        [
+            lambda: rng.choice(pool),
+            lambda: rng.choice(ctx.rule_ids),
+            lambda: 99,
+            lambda: True,
+            lambda: str(rng.choice(pool)),
+            lambda: float(rng.choice(pool)),
+            lambda: None,
+        ],
+        [70, 10, 8, 3, 3, 3, 3],
+    )()
 
 
 def _balance(rng: random.Random) -> Any:
-    return rng.choice([12.5, "40.25", 0, -3, 1e3, "NaN", "Infinity", "-Infinity", True, "abc",
-                       None, " 7 "])
+    return rng.choice(
+        [12.5, "40.25", 0, -3, 1e3, "NaN", "Infinity", "-Infinity", True, "abc", None, " 7 "]
+    )
 
 
 def _candidate(rng: random.Random, ctx: Context) -> Any:
     if rng.random() < 0.1:
-        return rng.choice(["x", None, {"ruleId": "3", "tier": "BLOCK"},
-                           {"ruleId": True, "tier": "BLOCK"}, {"tier": "BLOCK"}, 5])
+        return rng.choice(
+            [
+                "x",
+                None,
+                {"ruleId": "3", "tier": "BLOCK"},
+                {"ruleId": True, "tier": "BLOCK"},
+                {"tier": "BLOCK"},
+                5,
+            ]
+        )
     item: dict[str, Any] = {"ruleId": _map_rule_id(rng, ctx)}
-    tier = _pick(rng, ["BLOCK", "WARN", "block", " warn ", "NOTIFY", None, 5, "absent"],
-                 [45, 30, 5, 5, 5, 4, 3, 3])
+    tier = _pick(
+        rng,
+        ["BLOCK", "WARN", "block", " warn ", "NOTIFY", None, 5, "absent"],
+        [45, 30, 5, 5, 5, 4, 3, 3],
+    )
     if tier != "absent":
         item["tier"] = tier
     if rng.random() < 0.8:
@@ -591,7 +971,7 @@ def _maps(rng: random.Random, ctx: Context) -> dict[str, Any]:
     for _ in range(rng.randint(0, 2)):
         warnings.setdefault(_map_key(rng, ctx), _map_rule_id(rng, ctx))
     candidates: dict[str, Any] = {}
-    if rng.random() < 0.4:
+    if rng.random() < 0.6:
         for _ in range(rng.randint(1, 2)):
             key = _map_key(rng, ctx)
             if rng.random() < 0.08:
@@ -599,8 +979,7 @@ def _maps(rng: random.Random, ctx: Context) -> dict[str, Any]:
             else:
                 candidates[key] = [_candidate(rng, ctx) for _ in range(rng.randint(1, 3))]
     envelope: dict[str, Any] = {"blocks": blocks}
-    for name, value in (("balances", balances), ("warnings", warnings),
-                        ("candidates", candidates)):
+    for name, value in (("balances", balances), ("warnings", warnings), ("candidates", candidates)):
         roll = rng.random()
         if roll < 0.08:
             continue  # an envelope written before this map existed
@@ -610,6 +989,7 @@ def _maps(rng: random.Random, ctx: Context) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- payloads
 
+
 @dataclass
 class Payload:
     """One snapshot pair as it will be written to disk."""
@@ -617,7 +997,8 @@ class Payload:
     rules: list[Any]
     #: ``None``: no map file. Else the envelope minus its fingerprint.
     maps: Optional[dict[str, Any]]
-    #: ``list`` (the normal bare list), ``object`` ({"rules": [...]}), ``garbage``.
+    #: ``list`` (the normal bare list), ``object`` ({"rules": [...]}), ``garbage`` (not
+    #: JSON), ``wrong-shape`` (JSON that holds no rules list).
     rules_file: str = "list"
     #: ``ok``, ``stale`` (fingerprint of other rules), ``blocks-not-dict``,
     #: ``not-object``, ``garbage``. Ignored when ``maps`` is None.
@@ -641,16 +1022,28 @@ def generate_payload(seed: int) -> Payload:
         emails=rng.sample(EMAILS, rng.randint(1, 3)),
         subscriber_ids=rng.sample(SUBSCRIBER_IDS, 2),
         rule_ids=rng.sample(range(1, 10), rng.randint(2, 4)),
+        theme=rng.choice(THEMES),
     )
-    rules = _rules(rng, ctx)
-    maps = _maps(rng, ctx) if rng.random() < 0.45 else None
-    rules_file = _pick(rng, ["list", "object", "garbage"], [96, 3, 1])
-    maps_file = _pick(rng, ["ok", "stale", "blocks-not-dict", "not-object", "garbage"],
-                      [88, 4, 3, 3, 2])
+    style = _pick(rng, ["mixed", "filters", "departments"], [57, 25, 18])
+    if style == "mixed":
+        rules = _rules(rng, ctx)
+        maps = _maps(rng, ctx) if rng.random() < 0.45 else None
+    elif style == "filters":
+        rules = _filtered_rules(rng, ctx)
+        maps = _maps(rng, ctx) if rng.random() < 0.15 else None
+    else:
+        rules = _department_rules(rng, ctx)
+        maps = _maps(rng, ctx)
+        maps["candidates"] = _candidate_lists(rng, ctx)
+    rules_file = _pick(rng, ["list", "object", "garbage", "wrong-shape"], [95, 3, 1, 1])
+    maps_file = _pick(
+        rng, ["ok", "stale", "blocks-not-dict", "not-object", "garbage"], [88, 4, 3, 3, 2]
+    )
     return Payload(rules, maps, rules_file, maps_file, ctx)
 
 
 # --------------------------------------------------------------------------- calls
+
 
 @dataclass
 class Call:
@@ -693,7 +1086,7 @@ def _metadata(rng: random.Random, ctx: Context) -> Any:
                 nested["id"] = _call_subscriber_id(rng, ctx)
             if rng.random() < 0.7:
                 nested["email"] = _call_email(rng, ctx)
-            if rng.random() < 0.25:
+            if rng.random() < 0.35:
                 nested["credential"] = _credential(rng)
             md["subscriber"] = nested
     if style in ("flat", "both"):
@@ -703,7 +1096,7 @@ def _metadata(rng: random.Random, ctx: Context) -> Any:
             md["subscriber_email"] = _call_email(rng, ctx)
         if rng.random() < 0.2:
             md["subscriber_credential_name"] = rng.choice([*CREDENTIALS, ""])
-    if rng.random() < 0.2:
+    if rng.random() < 0.3:
         # Also the legacy rule-level ``credential`` match key.
         md["subscriber_credential"] = rng.choice(["key-1", "key-2", "sk-raw-123", ""])
     if rng.random() < 0.35:
@@ -720,7 +1113,8 @@ def _metadata(rng: random.Random, ctx: Context) -> Any:
         md[rng.choice(["task_type", "taskType"])] = rng.choice([*TASK_TYPES, "embed", None, 1])
     if rng.random() < 0.1:
         md[rng.choice(["credentialAlias", "credential_alias"])] = rng.choice(
-            ["key-1", "KEY-2", "  key-1  ", "", 5])
+            ["key-1", "KEY-2", "  key-1  ", "", 5]
+        )
     if rng.random() < 0.1:
         md["trace_id"] = "trace-1"
     if rng.random() < 0.03:
@@ -735,20 +1129,27 @@ def generate_calls(seed: int, payload: Payload, count: int) -> list[Call]:
     calls = []
     for _ in range(count):
         roll = rng.random()
-        if roll < 0.86:
-            model: Any = rng.choice(CALL_MODELS)
+        if roll < 0.6:
+            model: Any = rng.choice(ctx.theme["models"])
+        elif roll < 0.87:
+            model = rng.choice(CALL_MODELS)
         elif roll < 0.95:
             model = None
         else:
             model = rng.choice(["", 123])
         roll = rng.random()
-        provider: Any = rng.choice(CALL_PROVIDERS) if roll < 0.85 else (
-            None if roll < 0.97 else "")
+        if roll < 0.6:
+            provider: Any = rng.choice(ctx.theme["providers"])
+        elif roll < 0.88:
+            provider = rng.choice(CALL_PROVIDERS)
+        else:
+            provider = None if roll < 0.97 else ""
         calls.append(Call(_metadata(rng, ctx), model, provider))
     return calls
 
 
 # --------------------------------------------------------------------------- snapshot files
+
 
 def snapshot_scope(base_url: str, team_id: str) -> str:
     return hashlib.sha256(f"{base_url.rstrip('/')}|{team_id}".encode()).hexdigest()[:16]
@@ -769,7 +1170,9 @@ def write_snapshot(cache_dir: str, base_url: str, team_id: str, payload: Payload
     if payload.rules_file == "object":
         rules_text = json.dumps({"rules": rules, "compiledAt": 1776829860.156})
     elif payload.rules_file == "garbage":
-        rules_text = '{"rules": [' if len(rules) % 2 else '"just a string"'
+        rules_text = '{"rules": ['
+    elif payload.rules_file == "wrong-shape":
+        rules_text = json.dumps(rng_choice_by_rules(rules))
     else:
         rules_text = json.dumps(rules)
     written = [rules_path]
@@ -786,6 +1189,18 @@ def write_snapshot(cache_dir: str, base_url: str, team_id: str, payload: Payload
         _write(maps_path, text)
         written.append(maps_path)
     return written
+
+
+def rng_choice_by_rules(rules: list[Any]) -> Any:
+    """A JSON document that is not a rules list, chosen by the rules' count."""
+    shapes: list[Any] = [
+        "just a string",
+        {"rules": None},
+        {"rules": {"0": rules}},
+        7,
+        {"error": "bad gateway"},
+    ]
+    return shapes[len(rules) % len(shapes)]
 
 
 def _write(path: str, text: str) -> None:

@@ -46,9 +46,11 @@ class Verdict:
             return "pass"
         if self.kind == "error":
             return f"error {self.error}"
-        return (f"raise {self.message!r} rule_name={self.rule_name!r} rule_id={self.rule_id!r} "
-                f"current_value={self.current_value!r} threshold={self.threshold!r} "
-                f"resets_at={self.resets_at!r} deny_message={self.deny_message!r}")
+        return (
+            f"raise {self.message!r} rule_name={self.rule_name!r} rule_id={self.rule_id!r} "
+            f"current_value={self.current_value!r} threshold={self.threshold!r} "
+            f"resets_at={self.resets_at!r} deny_message={self.deny_message!r}"
+        )
 
 
 PASS = Verdict("pass")
@@ -88,14 +90,17 @@ def same_value(left: Any, right: Any) -> bool:
 class OracleDriver:
     """The oracle, fed one payload at a time through the snapshot files."""
 
-    def __init__(self, cache_dir: str, setenv: Callable[[str, str], None],
-                 delenv: Callable[[str], None]) -> None:
+    def __init__(
+        self, cache_dir: str, setenv: Callable[[str, str], None], delenv: Callable[[str], None]
+    ) -> None:
         from revenium_middleware._core import enforcement, exceptions
 
         self._enforcement = enforcement
         self.budget_error = exceptions.BudgetExceededError
         self.cache_dir = cache_dir
         self._setenv = setenv
+        self._delenv = delenv
+        self.extra: dict[str, str] = {}
         for name in list(os.environ):
             if name.startswith(_CLEARED_PREFIXES):
                 delenv(name)
@@ -111,7 +116,17 @@ class OracleDriver:
             "REVENIUM_CIRCUIT_BREAKER_ENABLED": "true",
             "REVENIUM_ENFORCEMENT_BASE_URL": BASE_URL,
             "REVENIUM_CACHE_DIR": self.cache_dir,
+            **self.extra,
         }
+
+    def set_extra(self, name: str, value: Optional[str]) -> None:
+        """Another setting both libraries see (``None`` removes it)."""
+        if value is None:
+            self.extra.pop(name, None)
+            self._delenv(name)
+        else:
+            self.extra[name] = value
+            self._setenv(name, value)
 
     def environ(self, team_id: str) -> dict[str, str]:
         """The settings both libraries run under for ``team_id``."""
@@ -129,7 +144,8 @@ class OracleDriver:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self._enforcement.check_enforcement(
-                    call.metadata, model=call.model, provider=call.provider)
+                    call.metadata, model=call.model, provider=call.provider
+                )
 
         return capture(run, self.budget_error)
 
