@@ -1,0 +1,153 @@
+"""Ollama Python SDK (``ollama``) hooks: local Ollama servers and Ollama's cloud.
+
+Every request of ``ollama.Client`` that builds a response goes through
+``Client._request(cls, method, path, json=..., stream=...)`` (and
+``AsyncClient._request`` for the async client), so the check sits there and
+reads the path and the JSON body. Only the paths in :data:`COSTLY_PATHS` are
+checked: chat, generate, embed, the deprecated embeddings and System One
+scoring, each of which runs a model. Listing, showing, pulling, pushing,
+creating, copying and deleting models, ``ps`` and the web search and fetch
+tools are free of model time and pass straight through.
+
+Streaming needs no special care here: ``_request(stream=True)`` is a plain
+function (a coroutine for the async client) that returns a generator whose
+first ``next()`` opens the request. The hook runs when ``_request`` is
+called, which is when the user calls ``chat(stream=True)`` (or awaits it), so
+a blocked stream raises at the call and the generator is never made. The
+generator the SDK made is returned as it is.
+
+The module functions (``ollama.chat``, ``ollama.generate``...) are bound
+methods of a ``Client`` made when ``ollama`` is imported; they resolve
+``self._request`` through the class, so the funnel covers them whenever they
+were imported. The public methods ``chat``, ``generate``, ``embed``,
+``embeddings`` and ``systemone`` of both clients, and the module functions,
+are wrapped only to accept the reference SDK's ``usage_metadata=`` keyword,
+which they hand to the funnel for the duration of the call. A module function
+bound with ``from ollama import chat`` before instrumenting is still checked,
+but does not accept the keyword.
+
+The provider is ``ollama``; the model is the request body's ``model``, as the
+caller spelled it (``llama3.2`` and ``llama3.2:latest`` are different names to
+a rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any, Callable, Optional
+
+from ._base import (
+    Instrumentor,
+    achecked,
+    checked,
+    pop_usage_metadata,
+    reset_call_metadata,
+    stash_call_metadata,
+)
+
+__all__ = ["COSTLY_PATHS", "INSTRUMENTOR", "OllamaInstrumentor"]
+
+PROVIDER = "ollama"
+
+#: POST paths that run a model, as the SDK passes them to ``_request``.
+COSTLY_PATHS = frozenset(
+    {"/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/v1/systemone"}
+)
+
+# Public methods (and module functions) that accept ``usage_metadata=``.
+_PUBLIC_METHODS = ("chat", "generate", "embed", "embeddings", "systemone")
+
+
+def _costly_model(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Optional[str]]:
+    """Whether ``_request(cls, method, path, json=...)`` runs a model, and which; never raises."""
+    try:
+        method = args[1] if len(args) > 1 else kwargs.get("method")
+        path = args[2] if len(args) > 2 else kwargs.get("url")
+        if not isinstance(method, str) or method.upper() != "POST" or not isinstance(path, str):
+            return False, None
+        if "://" in path:  # an absolute URL: keep its path
+            path = "/" + path.split("://", 1)[1].partition("/")[2]
+        path = path.split("?", 1)[0].rstrip("/")
+        if path not in COSTLY_PATHS:
+            return False, None
+        body = kwargs.get("json")
+        model = body.get("model") if isinstance(body, Mapping) else None
+        return True, model if isinstance(model, str) and model else None
+    except Exception:
+        return True, None
+
+
+def _accept_usage_metadata(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Strip ``usage_metadata=`` and hand it to the funnel while the call runs."""
+    metadata = pop_usage_metadata(kwargs)
+    if metadata is None:
+        return wrapped(*args, **kwargs)
+    token = stash_call_metadata(metadata)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        reset_call_metadata(token)
+
+
+async def _aaccept_usage_metadata(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """:func:`_accept_usage_metadata` for ``AsyncClient``: held until the coroutine is done."""
+    metadata = pop_usage_metadata(kwargs)
+    if metadata is None:
+        return await wrapped(*args, **kwargs)
+    token = stash_call_metadata(metadata)
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        reset_call_metadata(token)
+
+
+def _request(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    costly, model = _costly_model(args, kwargs)
+    if not costly:
+        return wrapped(*args, **kwargs)
+    return checked(PROVIDER, model, None, lambda: wrapped(*args, **kwargs))
+
+
+async def _arequest(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    costly, model = _costly_model(args, kwargs)
+    if not costly:
+        return await wrapped(*args, **kwargs)
+    return await achecked(PROVIDER, model, None, lambda: wrapped(*args, **kwargs))
+
+
+class OllamaInstrumentor(Instrumentor):
+    """Checks the ``ollama`` SDK's model runs in ``Client._request`` / ``AsyncClient._request``."""
+
+    name = "ollama"
+    module = "ollama"
+    distribution = "ollama"
+    supported = ">=0.4,<1"
+
+    def patch(self, module: ModuleType) -> None:
+        client, async_client = module.Client, module.AsyncClient
+        if "_request" not in client.__dict__ or "_request" not in async_client.__dict__:
+            raise RuntimeError("ollama's clients have no _request funnel")
+        self.wrap(client, "_request", _request)
+        self.wrap(async_client, "_request", _arequest)
+        for owner, accept in (
+            (client, _accept_usage_metadata),
+            (async_client, _aaccept_usage_metadata),
+        ):
+            for name in _PUBLIC_METHODS:
+                if name in owner.__dict__:
+                    self.wrap(owner, name, accept)
+        for name in _PUBLIC_METHODS:  # bound methods of the default client, made at import
+            if callable(module.__dict__.get(name)):
+                self.wrap(module, name, _accept_usage_metadata)
+
+
+INSTRUMENTOR = OllamaInstrumentor()
