@@ -1,0 +1,687 @@
+"""The anthropic SDK, hooked, against a local fake Anthropic API (and Bedrock and Vertex)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Callable
+
+import anthropic
+import pytest
+from anthropic import (
+    Anthropic,
+    AnthropicBedrock,
+    AnthropicFoundry,
+    AnthropicVertex,
+    AsyncAnthropic,
+    AsyncAnthropicBedrock,
+    AsyncAnthropicVertex,
+    AsyncStream,
+    Stream,
+)
+from anthropic._base_client import AsyncAPIClient, SyncAPIClient
+from anthropic.lib.streaming import (
+    AsyncMessageStream,
+    AsyncMessageStreamManager,
+    BetaAsyncMessageStream,
+    BetaMessageStream,
+    MessageStream,
+    MessageStreamManager,
+)
+from anthropic.resources.beta.messages.messages import Messages as BetaMessages
+from anthropic.resources.messages.batches import AsyncBatches, Batches
+from anthropic.resources.messages.messages import AsyncMessages, Messages
+from anthropic.types import Message
+from anthropic.types.beta import BetaMessage
+from anthropic.types.beta.messages import BetaMessageBatch
+from anthropic.types.messages import MessageBatch
+
+import enforcement
+from enforcement import BudgetExceededError, Engine
+from enforcement.hooks.anthropic import INSTRUMENTOR, provider_label
+
+from .conftest import breached_rule
+from .fake_anthropic import FakeAnthropic
+
+MODEL = "claude-sonnet-5"  # not in the SDK's deprecated list, so no warning
+MESSAGES: Any = [{"role": "user", "content": "hi"}]
+ACME = [breached_rule(filters=[{"dimension": "ORGANIZATION", "operator": "IS", "value": "acme"}])]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic() as running:
+        yield running
+
+
+@pytest.fixture
+def api(server: FakeAnthropic) -> FakeAnthropic:
+    """The module's fake API, its request count back at zero."""
+    server.reset()
+    return server
+
+
+@pytest.fixture(scope="module")
+def shared_client(server: FakeAnthropic) -> Iterator[Anthropic]:
+    with Anthropic(base_url=server.base_url, api_key="sk-test", max_retries=0) as built:
+        yield built
+
+
+@pytest.fixture
+def client(api: FakeAnthropic, shared_client: Anthropic) -> Anthropic:
+    return shared_client
+
+
+@pytest.fixture
+async def aclient(api: FakeAnthropic) -> AsyncIterator[AsyncAnthropic]:
+    async with AsyncAnthropic(base_url=api.base_url, api_key="sk-test", max_retries=0) as built:
+        yield built
+
+
+def batch(*models: str) -> Any:
+    return [
+        {"custom_id": f"r{i}", "params": {"model": m, "max_tokens": 8, "messages": MESSAGES}}
+        for i, m in enumerate(models)
+    ]
+
+
+# -- sync cases: each makes one request, consumes it and returns the SDK's object ----------
+
+
+def create_streamed(c: Anthropic, m: str, **kw: Any) -> Any:
+    stream = c.messages.create(model=m, max_tokens=8, messages=MESSAGES, stream=True, **kw)
+    with stream:
+        assert [e.type for e in stream][-1] == "message_stop"
+    return stream
+
+
+def stream_manager(c: Anthropic, m: str, **kw: Any) -> Any:
+    with c.messages.stream(model=m, max_tokens=8, messages=MESSAGES, **kw) as stream:
+        assert stream.get_final_text() == "hi"
+    return stream
+
+
+def beta_create_streamed(c: Anthropic, m: str, **kw: Any) -> Any:
+    stream = c.beta.messages.create(model=m, max_tokens=8, messages=MESSAGES, stream=True, **kw)
+    with stream:
+        assert [e.type for e in stream][-1] == "message_stop"
+    return stream
+
+
+def beta_stream_manager(c: Anthropic, m: str, **kw: Any) -> Any:
+    with c.beta.messages.stream(model=m, max_tokens=8, messages=MESSAGES, **kw) as stream:
+        assert stream.get_final_text() == "hi"
+    return stream
+
+
+def raw_response(c: Anthropic, m: str, **kw: Any) -> Any:
+    response = c.messages.with_raw_response.create(model=m, max_tokens=8, messages=MESSAGES, **kw)
+    assert isinstance(response.parse(), Message)
+    return response
+
+
+def streaming_response(c: Anthropic, m: str, **kw: Any) -> Any:
+    with c.messages.with_streaming_response.create(
+        model=m, max_tokens=8, messages=MESSAGES, **kw
+    ) as response:
+        assert isinstance(response.parse(), Message)
+    return response
+
+
+SYNC_CASES: dict[str, tuple[Callable[..., Any], type]] = {
+    "messages.create": (
+        lambda c, m, **kw: c.messages.create(model=m, max_tokens=8, messages=MESSAGES, **kw),
+        Message,
+    ),
+    "messages.create(stream)": (create_streamed, Stream),
+    "messages.stream()": (stream_manager, MessageStream),
+    "messages.parse": (
+        lambda c, m, **kw: c.messages.parse(model=m, max_tokens=8, messages=MESSAGES, **kw),
+        Message,
+    ),
+    "messages.with_raw_response": (raw_response, anthropic.APIResponse),
+    "messages.with_streaming_response": (streaming_response, anthropic.APIResponse),
+    "messages.batches.create": (
+        lambda c, m, **kw: c.messages.batches.create(requests=batch(m), **kw),
+        MessageBatch,
+    ),
+    "beta.messages.create": (
+        lambda c, m, **kw: c.beta.messages.create(model=m, max_tokens=8, messages=MESSAGES, **kw),
+        BetaMessage,
+    ),
+    "beta.messages.create(stream)": (beta_create_streamed, Stream),
+    "beta.messages.stream()": (beta_stream_manager, BetaMessageStream),
+    "beta.messages.batches.create": (
+        lambda c, m, **kw: c.beta.messages.batches.create(requests=batch(m), **kw),
+        BetaMessageBatch,
+    ),
+    "beta.dreams.create": (
+        lambda c, m, **kw: c.beta.dreams.create(inputs=[], model={"id": m}, **kw),
+        anthropic.types.beta.BetaDream,
+    ),
+}
+
+
+# -- async cases -------------------------------------------------------------------------
+
+
+async def acreate(c: AsyncAnthropic, m: str, **kw: Any) -> Any:
+    return await c.messages.create(model=m, max_tokens=8, messages=MESSAGES, **kw)
+
+
+async def acreate_streamed(c: AsyncAnthropic, m: str, **kw: Any) -> Any:
+    stream = await c.messages.create(model=m, max_tokens=8, messages=MESSAGES, stream=True, **kw)
+    async with stream:
+        assert [e.type async for e in stream][-1] == "message_stop"
+    return stream
+
+
+async def astream_manager(c: AsyncAnthropic, m: str, **kw: Any) -> Any:
+    async with c.messages.stream(model=m, max_tokens=8, messages=MESSAGES, **kw) as stream:
+        assert await stream.get_final_text() == "hi"
+    return stream
+
+
+async def aparse(c: AsyncAnthropic, m: str, **kw: Any) -> Any:
+    return await c.messages.parse(model=m, max_tokens=8, messages=MESSAGES, **kw)
+
+
+async def araw_response(c: AsyncAnthropic, m: str, **kw: Any) -> Any:
+    response = await c.messages.with_raw_response.create(
+        model=m, max_tokens=8, messages=MESSAGES, **kw
+    )
+    assert isinstance(await response.parse(), Message)
+    return response
+
+
+async def astreaming_response(c: AsyncAnthropic, m: str, **kw: Any) -> Any:
+    async with c.messages.with_streaming_response.create(
+        model=m, max_tokens=8, messages=MESSAGES, **kw
+    ) as response:
+        assert isinstance(await response.parse(), Message)
+    return response
+
+
+async def abatches(c: AsyncAnthropic, m: str, **kw: Any) -> Any:
+    return await c.messages.batches.create(requests=batch(m), **kw)
+
+
+async def abeta_create(c: AsyncAnthropic, m: str, **kw: Any) -> Any:
+    return await c.beta.messages.create(model=m, max_tokens=8, messages=MESSAGES, **kw)
+
+
+async def abeta_create_streamed(c: AsyncAnthropic, m: str, **kw: Any) -> Any:
+    stream = await c.beta.messages.create(
+        model=m, max_tokens=8, messages=MESSAGES, stream=True, **kw
+    )
+    async with stream:
+        assert [e.type async for e in stream][-1] == "message_stop"
+    return stream
+
+
+async def abeta_stream_manager(c: AsyncAnthropic, m: str, **kw: Any) -> Any:
+    async with c.beta.messages.stream(model=m, max_tokens=8, messages=MESSAGES, **kw) as stream:
+        assert await stream.get_final_text() == "hi"
+    return stream
+
+
+async def abeta_batches(c: AsyncAnthropic, m: str, **kw: Any) -> Any:
+    return await c.beta.messages.batches.create(requests=batch(m), **kw)
+
+
+ASYNC_CASES: dict[str, tuple[Callable[..., Any], type]] = {
+    "messages.create": (acreate, Message),
+    "messages.create(stream)": (acreate_streamed, AsyncStream),
+    "messages.stream()": (astream_manager, AsyncMessageStream),
+    "messages.parse": (aparse, Message),
+    "messages.with_raw_response": (araw_response, anthropic.AsyncAPIResponse),
+    "messages.with_streaming_response": (astreaming_response, anthropic.AsyncAPIResponse),
+    "messages.batches.create": (abatches, MessageBatch),
+    "beta.messages.create": (abeta_create, BetaMessage),
+    "beta.messages.create(stream)": (abeta_create_streamed, AsyncStream),
+    "beta.messages.stream()": (abeta_stream_manager, BetaAsyncMessageStream),
+    "beta.messages.batches.create": (abeta_batches, BetaMessageBatch),
+}
+
+
+def assert_clean(api: FakeAnthropic) -> None:
+    """No request carried our keyword or our private header to the vendor."""
+    for request in api.requests:
+        assert "usage_metadata" not in request["body"]
+        assert "x-enforcement-call-metadata" not in request["headers"]
+
+
+# -- every covered method: checked before anything is sent ------------------------------
+
+
+@pytest.mark.parametrize("case", list(SYNC_CASES))
+def test_sync_call_is_checked_before_it_is_sent(
+    case: str, engine: Engine, client: Anthropic, api: FakeAnthropic, hook_env: dict[str, str]
+) -> None:
+    call, expected = SYNC_CASES[case]
+    enforcement.instrument("anthropic", engine=engine)
+    assert isinstance(call(client, MODEL), expected)
+    assert api.count == 1
+
+    engine.load_payload([breached_rule(model="claude-other")])
+    assert isinstance(call(client, MODEL), expected)
+    engine.load_payload([breached_rule(provider="bedrock")])
+    assert isinstance(call(client, MODEL), expected)
+    assert api.count == 3
+
+    for rules in (
+        [breached_rule()],
+        [breached_rule(model=MODEL)],
+        [breached_rule(provider="ANTHROPIC")],
+    ):
+        engine.load_payload(rules)
+        with pytest.raises(BudgetExceededError):
+            call(client, MODEL)
+    assert api.count == 3
+
+    hook_env["REVENIUM_BYPASS"] = "true"
+    assert isinstance(call(client, MODEL), expected)
+    assert api.count == 4
+
+
+@pytest.mark.parametrize("case", list(ASYNC_CASES))
+async def test_async_call_is_checked_before_it_is_sent(
+    case: str,
+    engine: Engine,
+    aclient: AsyncAnthropic,
+    api: FakeAnthropic,
+    hook_env: dict[str, str],
+) -> None:
+    call, expected = ASYNC_CASES[case]
+    enforcement.instrument("anthropic", engine=engine)
+    assert isinstance(await call(aclient, MODEL), expected)
+    assert api.count == 1
+
+    engine.load_payload([breached_rule(model="claude-other")])
+    assert isinstance(await call(aclient, MODEL), expected)
+    engine.load_payload([breached_rule(provider="vertex")])
+    assert isinstance(await call(aclient, MODEL), expected)
+    assert api.count == 3
+
+    for rules in (
+        [breached_rule()],
+        [breached_rule(model=MODEL)],
+        [breached_rule(provider="anthropic")],
+    ):
+        engine.load_payload(rules)
+        with pytest.raises(BudgetExceededError):
+            await call(aclient, MODEL)
+    assert api.count == 3
+
+    hook_env["REVENIUM_BYPASS"] = "true"
+    assert isinstance(await call(aclient, MODEL), expected)
+    assert api.count == 4
+
+
+@pytest.mark.parametrize("case", list(SYNC_CASES))
+def test_usage_metadata_keyword_is_used_and_stripped(
+    case: str, engine: Engine, client: Anthropic, api: FakeAnthropic
+) -> None:
+    call, expected = SYNC_CASES[case]
+    enforcement.instrument("anthropic", engine=engine)
+    engine.load_payload(ACME)
+    assert isinstance(call(client, MODEL, usage_metadata={"organizationName": "beta"}), expected)
+    with pytest.raises(BudgetExceededError):
+        call(client, MODEL, usage_metadata={"organizationName": "acme"})
+    with enforcement.usage_metadata(organizationName="acme"), pytest.raises(BudgetExceededError):
+        call(client, MODEL)
+    with enforcement.usage_metadata(organizationName="acme"):
+        call(client, MODEL, usage_metadata={"organization_name": "beta"})  # the call wins
+    assert api.count == 2
+    assert_clean(api)
+
+
+@pytest.mark.parametrize("case", list(ASYNC_CASES))
+async def test_async_usage_metadata_keyword_is_used_and_stripped(
+    case: str, engine: Engine, aclient: AsyncAnthropic, api: FakeAnthropic
+) -> None:
+    call, expected = ASYNC_CASES[case]
+    enforcement.instrument("anthropic", engine=engine)
+    engine.load_payload(ACME)
+    assert isinstance(
+        await call(aclient, MODEL, usage_metadata={"organizationName": "beta"}), expected
+    )
+    with pytest.raises(BudgetExceededError):
+        await call(aclient, MODEL, usage_metadata={"organizationName": "acme"})
+    with enforcement.usage_metadata(organizationName="acme"):
+        with pytest.raises(BudgetExceededError):
+            await call(aclient, MODEL)
+        await call(aclient, MODEL, usage_metadata={"organization_name": "beta"})
+    assert api.count == 2
+    assert_clean(api)
+
+
+# -- streams: the check runs when the request is sent, on entering the manager -----------
+
+
+def test_stream_manager_is_checked_on_enter_before_the_request(
+    engine: Engine, client: Anthropic, api: FakeAnthropic
+) -> None:
+    enforcement.instrument("anthropic", engine=engine)
+    engine.load_payload([breached_rule(model=MODEL)])
+    manager = client.messages.stream(model=MODEL, max_tokens=8, messages=MESSAGES)
+    assert type(manager) is MessageStreamManager  # the SDK's own object, unwrapped
+    with pytest.raises(BudgetExceededError), manager:
+        pytest.fail("the stream opened")
+    streaming = client.messages.with_streaming_response.create(
+        model=MODEL, max_tokens=8, messages=MESSAGES
+    )
+    with pytest.raises(BudgetExceededError), streaming:
+        pytest.fail("the response opened")
+    assert api.count == 0
+
+
+async def test_async_stream_manager_is_checked_on_enter_before_the_request(
+    engine: Engine, aclient: AsyncAnthropic, api: FakeAnthropic
+) -> None:
+    enforcement.instrument("anthropic", engine=engine)
+    manager = aclient.messages.stream(  # type: ignore[call-arg]
+        model=MODEL, max_tokens=8, messages=MESSAGES, usage_metadata={"organizationName": "acme"}
+    )
+    assert type(manager) is AsyncMessageStreamManager
+    engine.load_payload(ACME)  # loaded after the manager was made: judged when it is entered
+    with pytest.raises(BudgetExceededError):
+        async with manager:
+            pytest.fail("the stream opened")
+    assert api.count == 0
+
+
+# -- batches: one check per distinct model ------------------------------------------------
+
+
+def test_a_batch_is_checked_for_every_model_in_it(
+    engine: Engine, client: Anthropic, api: FakeAnthropic
+) -> None:
+    enforcement.instrument("anthropic", engine=engine)
+    decisions: list[Any] = []
+    engine.add_listener(decisions.append)
+    engine.load_payload([breached_rule(model="claude-haiku-5-5")])
+    client.messages.batches.create(requests=batch(MODEL, MODEL, "claude-opus-5"))
+    assert api.count == 1
+    with pytest.raises(BudgetExceededError):
+        client.messages.batches.create(requests=batch(MODEL, "claude-haiku-5-5", "claude-opus-5"))
+    assert api.count == 1
+    assert len(decisions) == 1
+
+
+async def test_an_async_batch_is_checked_for_every_model_in_it(
+    engine: Engine, aclient: AsyncAnthropic, api: FakeAnthropic
+) -> None:
+    enforcement.instrument("anthropic", engine=engine)
+    engine.load_payload([breached_rule(model="claude-haiku-5-5")])
+    with pytest.raises(BudgetExceededError):
+        await aclient.beta.messages.batches.create(requests=batch(MODEL, "claude-haiku-5-5"))
+    assert api.count == 0
+
+
+def test_a_batch_given_as_an_iterator_is_not_consumed_and_checked_without_a_model(
+    engine: Engine, client: Anthropic, api: FakeAnthropic
+) -> None:
+    enforcement.instrument("anthropic", engine=engine)
+    client.messages.batches.create(requests=iter(batch(MODEL)))
+    assert len(api.requests[0]["body"]["requests"]) == 1
+    engine.load_payload([breached_rule(model="claude-other")])  # a model filter covers "unknown"
+    with pytest.raises(BudgetExceededError):
+        client.messages.batches.create(requests=iter(batch(MODEL)))
+    assert api.count == 1
+
+
+# -- routing: what is free, what costs, where the model comes from -----------------------
+
+
+def test_free_endpoints_are_not_checked(
+    engine: Engine, client: Anthropic, api: FakeAnthropic
+) -> None:
+    enforcement.instrument("anthropic", engine=engine)
+    engine.load_payload([breached_rule()])
+    assert client.messages.count_tokens(model=MODEL, messages=MESSAGES).input_tokens == 3
+    assert client.beta.messages.count_tokens(model=MODEL, messages=MESSAGES).input_tokens == 3
+    assert [m.id for m in client.models.list()] == ["claude-sonnet-4-5"]
+    assert api.count == 3
+
+
+async def test_async_free_endpoints_are_not_checked(
+    engine: Engine, aclient: AsyncAnthropic, api: FakeAnthropic
+) -> None:
+    enforcement.instrument("anthropic", engine=engine)
+    engine.load_payload([breached_rule()])
+    counted = await aclient.messages.count_tokens(model=MODEL, messages=MESSAGES)
+    assert counted.input_tokens == 3
+    assert [m.id async for m in aclient.models.list()] == ["claude-sonnet-4-5"]
+    assert api.count == 2
+
+
+def test_managed_agent_work_is_checked_but_an_interrupt_is_not(
+    engine: Engine, client: Anthropic, api: FakeAnthropic
+) -> None:
+    enforcement.instrument("anthropic", engine=engine)
+    events: Any = [{"type": "user.message", "content": [{"type": "text", "text": "hi"}]}]
+    client.beta.sessions.events.send("sesn_1", events=events, usage_metadata={"agent": "x"})  # type: ignore[call-arg]
+    assert api.count == 1
+    engine.load_payload([breached_rule(provider="anthropic")])
+    with pytest.raises(BudgetExceededError):
+        client.beta.sessions.events.send("sesn_1", events=events)
+    with pytest.raises(BudgetExceededError):
+        client.beta.dreams.create(inputs=[], model="claude-opus-5")
+    assert api.count == 1
+    client.beta.sessions.events.send("sesn_1", events=[{"type": "user.interrupt"}])
+    assert api.count == 2  # an interrupt stops spending: never blocked
+    assert_clean(api)
+
+
+def test_extra_body_model_is_the_model_checked(
+    engine: Engine, client: Anthropic, api: FakeAnthropic
+) -> None:
+    enforcement.instrument("anthropic", engine=engine)
+    engine.load_payload([breached_rule(model="claude-opus-5")])
+    with pytest.raises(BudgetExceededError):
+        client.messages.create(
+            model=MODEL, max_tokens=8, messages=MESSAGES, extra_body={"model": "claude-opus-5"}
+        )
+    assert api.count == 0
+
+
+def test_an_odd_body_never_raises_anything_of_ours(
+    engine: Engine, client: Anthropic, api: FakeAnthropic
+) -> None:
+    enforcement.instrument("anthropic", engine=engine)
+    engine.load_payload([breached_rule(model="claude-other")])
+    with pytest.raises(BudgetExceededError):  # no model found: every model filter covers it
+        client.post("/v1/messages", cast_to=Message, body=["not", "a", "mapping"])
+    engine.load_payload([])
+    assert isinstance(client.post("/v1/messages", cast_to=Message, body=["x"]), Message)
+    assert api.count == 1
+
+
+# -- Bedrock and Vertex: their own labels, the body's model, the check before the rewrite -
+
+
+@pytest.fixture
+def bedrock(api: FakeAnthropic) -> Iterator[AnthropicBedrock]:
+    with AnthropicBedrock(
+        base_url=api.base_url,
+        aws_access_key="AKIDEXAMPLE",
+        aws_secret_key="secret",
+        aws_region="us-east-1",
+        max_retries=0,
+    ) as built:
+        yield built
+
+
+BEDROCK_MODEL = "anthropic.claude-sonnet-5-v1:0"
+
+
+def test_bedrock_is_checked_as_bedrock(
+    engine: Engine, bedrock: AnthropicBedrock, api: FakeAnthropic
+) -> None:
+    enforcement.instrument("anthropic", engine=engine)
+    assert provider_label(bedrock) == "bedrock"
+    engine.load_payload([breached_rule(provider="anthropic")])
+    message = bedrock.messages.create(model=BEDROCK_MODEL, max_tokens=8, messages=MESSAGES)
+    assert isinstance(message, Message)
+    stream = bedrock.messages.create(
+        model=BEDROCK_MODEL, max_tokens=8, messages=MESSAGES, stream=True
+    )
+    assert isinstance(stream, Stream)
+    with stream:
+        assert [e.type for e in stream][-1] == "message_stop"
+    assert [r["path"] for r in api.requests] == [
+        "/model/anthropic.claude-sonnet-5-v1:0/invoke",
+        "/model/anthropic.claude-sonnet-5-v1:0/invoke-with-response-stream",
+    ]
+    for rules in ([breached_rule(provider="bedrock")], [breached_rule(model=BEDROCK_MODEL)]):
+        engine.load_payload(rules)
+        with pytest.raises(BudgetExceededError):
+            bedrock.messages.create(model=BEDROCK_MODEL, max_tokens=8, messages=MESSAGES)
+        with (
+            pytest.raises(BudgetExceededError),
+            bedrock.messages.stream(model=BEDROCK_MODEL, max_tokens=8, messages=MESSAGES),
+        ):
+            pytest.fail("the stream opened")
+    engine.load_payload(ACME)
+    with pytest.raises(BudgetExceededError):
+        bedrock.messages.create(  # type: ignore[call-overload]
+            model=BEDROCK_MODEL,
+            max_tokens=8,
+            messages=MESSAGES,
+            usage_metadata={"organizationName": "acme"},
+        )
+    assert api.count == 2
+    assert_clean(api)
+
+
+async def test_async_bedrock_is_checked_as_bedrock(engine: Engine, api: FakeAnthropic) -> None:
+    enforcement.instrument("anthropic", engine=engine)
+    async with AsyncAnthropicBedrock(
+        base_url=api.base_url,
+        aws_access_key="AKIDEXAMPLE",
+        aws_secret_key="secret",
+        aws_region="us-east-1",
+        max_retries=0,
+    ) as abedrock:
+        engine.load_payload([breached_rule(provider="anthropic")])
+        message = await abedrock.messages.create(
+            model=BEDROCK_MODEL, max_tokens=8, messages=MESSAGES
+        )
+        assert isinstance(message, Message)
+        engine.load_payload([breached_rule(provider="bedrock")])
+        with pytest.raises(BudgetExceededError):
+            await abedrock.messages.create(model=BEDROCK_MODEL, max_tokens=8, messages=MESSAGES)
+    assert api.count == 1
+
+
+VERTEX_MODEL = "claude-sonnet-5@20260101"
+
+
+def test_vertex_is_checked_as_vertex(engine: Engine, api: FakeAnthropic) -> None:
+    enforcement.instrument("anthropic", engine=engine)
+    with AnthropicVertex(
+        base_url=f"{api.base_url}/v1",
+        access_token="ya29.test",
+        region="us-east5",
+        project_id="proj",
+        max_retries=0,
+    ) as vertex:
+        assert provider_label(vertex) == "vertex"
+        engine.load_payload([breached_rule(provider="anthropic")])
+        message = vertex.messages.create(model=VERTEX_MODEL, max_tokens=8, messages=MESSAGES)
+        assert isinstance(message, Message)
+        with vertex.messages.stream(model=VERTEX_MODEL, max_tokens=8, messages=MESSAGES) as s:
+            assert s.get_final_text() == "hi"
+        assert api.requests[0]["path"].endswith(f"/models/{VERTEX_MODEL}:rawPredict")
+        assert api.requests[1]["path"].endswith(f"/models/{VERTEX_MODEL}:streamRawPredict")
+        for rules in ([breached_rule(provider="vertex")], [breached_rule(model=VERTEX_MODEL)]):
+            engine.load_payload(rules)
+            with pytest.raises(BudgetExceededError):
+                vertex.messages.create(model=VERTEX_MODEL, max_tokens=8, messages=MESSAGES)
+    assert api.count == 2
+
+
+async def test_async_vertex_is_checked_as_vertex(engine: Engine, api: FakeAnthropic) -> None:
+    enforcement.instrument("anthropic", engine=engine)
+    async with AsyncAnthropicVertex(
+        base_url=f"{api.base_url}/v1",
+        access_token="ya29.test",
+        region="us-east5",
+        project_id="proj",
+        max_retries=0,
+    ) as avertex:
+        engine.load_payload([breached_rule(provider="vertex")])
+        with pytest.raises(BudgetExceededError):
+            async with avertex.messages.stream(model=VERTEX_MODEL, max_tokens=8, messages=MESSAGES):
+                pytest.fail("the stream opened")
+        engine.load_payload([breached_rule(provider="bedrock")])
+        message = await avertex.messages.create(model=VERTEX_MODEL, max_tokens=8, messages=MESSAGES)
+        assert isinstance(message, Message)
+    assert api.count == 1
+
+
+def test_other_clients_labels() -> None:
+    """Foundry has its own label (counted toward anthropic caps); the gateways are first-party."""
+    assert provider_label(object.__new__(AnthropicFoundry)) == "foundry"
+    assert provider_label(object.__new__(anthropic.AnthropicAWS)) == "anthropic"
+    assert provider_label(object.__new__(anthropic.AnthropicGoogleCloud)) == "anthropic"
+    assert provider_label(object.__new__(AsyncAnthropic)) == "anthropic"
+
+
+# -- patching bookkeeping -----------------------------------------------------------------
+
+PATCHED = (
+    (SyncAPIClient, "request"),
+    (AsyncAPIClient, "request"),
+    (Messages, "create"),
+    (Messages, "stream"),
+    (Messages, "parse"),
+    (AsyncMessages, "create"),
+    (AsyncMessages, "stream"),
+    (BetaMessages, "create"),
+    (BetaMessages, "stream"),
+    (Batches, "create"),
+    (AsyncBatches, "create"),
+)
+
+
+def test_uninstrument_restores_the_original_functions(engine: Engine) -> None:
+    originals = [owner.__dict__[name] for owner, name in PATCHED]
+    enforcement.instrument("anthropic", engine=engine)
+    enforcement.instrument("anthropic", engine=engine)
+    saved = list(INSTRUMENTOR._saved)
+    assert len({(id(owner), name) for owner, name, _ in saved}) == len(saved) >= len(PATCHED)
+    assert all(
+        owner.__dict__[name] is not original for (owner, name), original in zip(PATCHED, originals)
+    )
+    enforcement.uninstrument("anthropic")
+    assert all(
+        owner.__dict__[name] is original for (owner, name), original in zip(PATCHED, originals)
+    )
+    assert all(owner.__dict__[name] is original for owner, name, original in saved)
+
+
+def test_instrumenting_twice_checks_once(engine: Engine, client: Anthropic) -> None:
+    enforcement.instrument("anthropic", engine=engine)
+    enforcement.instrument("anthropic")
+    decisions: list[Any] = []
+    engine.add_listener(decisions.append)
+    engine.load_payload([breached_rule()])
+    with pytest.raises(BudgetExceededError):
+        client.messages.create(model=MODEL, max_tokens=8, messages=MESSAGES)
+    with (
+        pytest.raises(BudgetExceededError),
+        client.messages.stream(model=MODEL, max_tokens=8, messages=MESSAGES),
+    ):
+        pytest.fail("the stream opened")
+    assert len(decisions) == 2
+    assert engine.status().counters["blocked"] == 2
+
+
+def test_sdk_errors_pass_through_unchanged(engine: Engine) -> None:
+    enforcement.instrument("anthropic", engine=engine)
+    with (
+        Anthropic(base_url="http://127.0.0.1:9", api_key="k", max_retries=0) as dead,
+        pytest.raises(anthropic.APIConnectionError),
+    ):
+        dead.messages.create(model=MODEL, max_tokens=8, messages=MESSAGES)
