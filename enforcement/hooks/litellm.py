@@ -1,0 +1,501 @@
+"""LiteLLM hooks: the check at LiteLLM's entry points, and a guardrail for its proxy.
+
+LiteLLM has no single funnel: each provider has its own handler (the openai
+SDK, its own httpx handlers, a native Rust path), so the hooks sit on the
+public entry points every call starts from. They are the module attributes
+users call, ``litellm.completion``, ``litellm.acompletion`` and the rest of
+:data:`ENTRY_POINTS`, and the :class:`litellm.Router` methods in
+:data:`ROUTER_METHODS`. The Router looks ``litellm.acompletion`` and friends up
+on the module at call time, so it reaches the hooks too; code that did
+``from litellm import completion`` before ``instrument()`` keeps the original
+(``import enforcement.auto`` first avoids that, as it patches on import).
+
+One user call is checked once, by the outermost hook: a Router call is
+checked on entry, before its retries and fallbacks (which would otherwise
+retry a refused call), and the ``litellm.acompletion`` and openai SDK hooks
+below it pass through. Every call is checked under the provider label
+``litellm`` and the model as LiteLLM routes it (``openai/gpt-4o``); a Router
+call's model group is resolved to its deployment's model when the group has
+exactly one.
+
+On the LiteLLM proxy the check belongs to :class:`EnforcementGuardrail`, which
+answers a refused request with HTTP 429. Once a guardrail exists in the
+process, the hooks leave the proxy's own calls to it, so a proxy that also
+runs ``import enforcement.auto`` checks each request once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import sys
+from collections.abc import Awaitable, Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+
+from .._default import _default
+from .._engine import Engine
+from .._errors import BudgetExceededError
+from .._metadata import current_metadata, merge_metadata
+from ._base import (
+    Instrumentor,
+    _inside,
+    achecked,
+    checked,
+    pop_usage_metadata,
+    target,
+)
+
+__all__ = [
+    "ENTRY_POINTS",
+    "INSTRUMENTOR",
+    "PROVIDER",
+    "ROUTER_METHODS",
+    "EnforcementGuardrail",
+    "LiteLLMInstrumentor",
+    "proxy_guardrail",
+]
+
+if TYPE_CHECKING:  # built on first use by the module __getattr__ below
+    EnforcementGuardrail: type
+    proxy_guardrail: Any
+
+logger = logging.getLogger("enforcement.hooks.litellm")
+
+_T = TypeVar("_T")
+
+#: the provider label every LiteLLM call is checked under.
+PROVIDER = "litellm"
+
+#: ``litellm.<name>`` entry points that spend money, each with the function whose
+#: signature says where its ``model`` goes (``aembedding(*args)`` forwards to
+#: ``embedding(model, input)``).
+ENTRY_POINTS: tuple[tuple[str, str], ...] = (
+    ("completion", "completion"),
+    ("acompletion", "acompletion"),
+    ("text_completion", "text_completion"),
+    ("atext_completion", "text_completion"),
+    ("completion_with_retries", "completion"),
+    ("acompletion_with_retries", "completion"),
+    ("embedding", "embedding"),
+    ("aembedding", "embedding"),
+    ("image_generation", "image_generation"),
+    ("aimage_generation", "image_generation"),
+    ("image_edit", "image_edit"),
+    ("aimage_edit", "aimage_edit"),
+    ("image_variation", "image_variation"),
+    ("aimage_variation", "image_variation"),
+    ("responses", "responses"),
+    ("aresponses", "aresponses"),
+    ("anthropic_messages", "anthropic_messages"),
+    ("speech", "speech"),
+    ("aspeech", "speech"),
+    ("transcription", "transcription"),
+    ("atranscription", "transcription"),
+    ("rerank", "rerank"),
+    ("arerank", "arerank"),
+    ("video_generation", "video_generation"),
+    ("avideo_generation", "avideo_generation"),
+    ("ocr", "ocr"),
+    ("aocr", "ocr"),
+)
+
+#: ``Router`` methods checked on entry, before the Router's retries and fallbacks.
+ROUTER_METHODS: tuple[str, ...] = (
+    "completion",
+    "acompletion",
+    "text_completion",
+    "atext_completion",
+    "embedding",
+    "aembedding",
+    "image_generation",
+    "aimage_generation",
+    "aspeech",
+    "atranscription",
+    "arerank",
+)
+
+_GUARDRAIL_NAME = "revenium-enforcement"
+_ORGANIZATION_HEADERS = ("x-revenium-organization-name", "x-revenium-organization-id")
+_PRODUCT_HEADERS = ("x-revenium-product-name", "x-revenium-product-id")
+
+
+# -- the model a call is checked under ------------------------------------------
+
+
+def _model_position(function: Any, skip_self: bool) -> Optional[int]:
+    """Where ``model`` sits among the positional arguments; None when keyword-only."""
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if skip_self and parameters and parameters[0].name == "self":
+        parameters = parameters[1:]
+    for index, parameter in enumerate(parameters):
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.KEYWORD_ONLY):
+            return None
+        if parameter.name == "model":
+            return index
+    return None
+
+
+def _given_model(args: tuple[Any, ...], kwargs: Mapping[str, Any], position: Optional[int]) -> Any:
+    model = kwargs.get("model")
+    if model is None and position is not None and len(args) > position:
+        model = args[position]
+    return model if isinstance(model, str) else None
+
+
+def _routed(model: Optional[str], kwargs: Mapping[str, Any]) -> Optional[str]:
+    """The model as LiteLLM routes it: ``custom_llm_provider`` prefixes a bare name."""
+    vendor = kwargs.get("custom_llm_provider")
+    if model is None or not isinstance(vendor, str) or not vendor:
+        return model
+    if model.lower().startswith(vendor.lower() + "/"):
+        return model
+    return f"{vendor}/{model}"
+
+
+def _deployment_model(router: Any, name: Optional[str]) -> Optional[str]:
+    """The one model a Router's group serves; the name as given when that is unclear.
+
+    A group of several models is checked under its name: which deployment
+    serves the call is decided later, by the Router's load balancing.
+    """
+    if name is None or router is None:
+        return name
+    try:
+        served = set()
+        for deployment in router.get_model_list(model_name=name) or ():
+            params = deployment.get("litellm_params") or {}
+            model = _routed(params.get("model"), params)
+            if not isinstance(model, str) or not model or "*" in model:
+                return name
+            served.add(model)
+        return served.pop() if len(served) == 1 else name
+    except Exception:
+        logger.debug("Could not resolve the Router model %r", name, exc_info=True)
+        return name
+
+
+# -- the hooks ------------------------------------------------------------------
+
+
+def _unchecked(call: Callable[[], _T]) -> _T:
+    """Run a call some other layer checks, with the inner hooks standing aside."""
+    token = _inside.set(True)
+    try:
+        return call()
+    finally:
+        _inside.reset(token)
+
+
+async def _aunchecked(call: Callable[[], Awaitable[_T]]) -> _T:
+    token = _inside.set(True)
+    try:
+        return await call()
+    finally:
+        _inside.reset(token)
+
+
+class LiteLLMInstrumentor(Instrumentor):
+    """Checks LiteLLM's entry points and its Router's, each call once."""
+
+    name = "litellm"
+    module = "litellm"
+    distribution = "litellm"
+    supported = ">=1.40,<2"
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Set once an EnforcementGuardrail exists: the proxy's calls are then its to check.
+        self.proxy_guardrail_built = False
+
+    def _proxy_owns(self, kwargs: Mapping[str, Any]) -> bool:
+        return self.proxy_guardrail_built and isinstance(
+            kwargs.get("proxy_server_request"), Mapping
+        )
+
+    def _hook(self, function: Any, position: Optional[int], router: bool) -> Any:
+        """The wrapper for one entry point: sync or async as the function is."""
+
+        def model_of(instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+            model = _routed(_given_model(args, kwargs, position), kwargs)
+            return _deployment_model(instance, model) if router else model
+
+        def call(
+            wrapped: Callable[..., Any],
+            instance: Any,
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+        ) -> Any:
+            metadata = pop_usage_metadata(kwargs)
+            if self._proxy_owns(kwargs):
+                return _unchecked(lambda: wrapped(*args, **kwargs))
+            model = model_of(instance, args, kwargs)
+            return checked(PROVIDER, model, metadata, lambda: wrapped(*args, **kwargs))
+
+        async def acall(
+            wrapped: Callable[..., Any],
+            instance: Any,
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+        ) -> Any:
+            metadata = pop_usage_metadata(kwargs)
+            if self._proxy_owns(kwargs):
+                return await _aunchecked(lambda: wrapped(*args, **kwargs))
+            model = model_of(instance, args, kwargs)
+            return await achecked(PROVIDER, model, metadata, lambda: wrapped(*args, **kwargs))
+
+        return acall if inspect.iscoroutinefunction(function) else call
+
+    def patch(self, module: ModuleType) -> None:
+        for name, placed_like in ENTRY_POINTS:
+            function = getattr(module, name, None)
+            if function is None:
+                continue
+            position = _model_position(getattr(module, placed_like, function), skip_self=False)
+            self.wrap(module, name, self._hook(function, position, router=False))
+        router = getattr(module, "Router", None)
+        if router is None:
+            router = getattr(importlib.import_module("litellm.router"), "Router", None)
+        for name in ROUTER_METHODS:
+            method = router.__dict__.get(name) if router is not None else None
+            if method is None:
+                continue
+            position = _model_position(method, skip_self=True)
+            self.wrap(router, name, self._hook(method, position, router=True))
+
+
+INSTRUMENTOR = LiteLLMInstrumentor()
+
+
+# -- the proxy guardrail ----------------------------------------------------------
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: Any) -> Optional[str]:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _request_headers(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The inbound headers, from whichever place this proxy route put them.
+
+    ``proxy_server_request`` before ``metadata``: the proxy writes the former
+    itself, while on some routes ``metadata`` is the caller's own body.
+    """
+    for key in ("litellm_metadata", "proxy_server_request", "metadata"):
+        headers = _mapping(_mapping(data.get(key)).get("headers"))
+        if headers:
+            return {str(k).lower(): v for k, v in headers.items()}
+    return {}
+
+
+def _first_header(headers: Mapping[str, Any], names: tuple[str, ...]) -> Optional[str]:
+    for name in names:
+        value = _text(headers.get(name))
+        if value is not None:
+            return value
+    return None
+
+
+def _proxy_caller(data: Mapping[str, Any], key: Any) -> dict[str, Any]:
+    """The caller as the reference guardrail describes it: key identity, then headers.
+
+    The virtual key gives the organization (its team), the subscriber email
+    (its owner) and the credential (its alias); ``x-revenium-*`` headers name
+    them per call and win.
+    """
+    metadata = _mapping(data.get("metadata"))
+    headers = _request_headers(data)
+    caller: dict[str, Any] = {}
+    organization = _first_header(headers, _ORGANIZATION_HEADERS) or _text(
+        metadata.get("user_api_key_team_alias") or getattr(key, "team_alias", None)
+    )
+    if organization is not None:
+        caller["organizationName"] = organization
+    for field, names in (
+        ("productName", _PRODUCT_HEADERS),
+        ("taskType", ("x-revenium-task-type",)),
+        ("agent", ("x-revenium-agent",)),
+    ):
+        value = _first_header(headers, names)
+        if value is not None:
+            caller[field] = value
+    subscriber: dict[str, Any] = {}
+    subscriber_id = _first_header(headers, ("x-revenium-subscriber-id",))
+    email = _first_header(headers, ("x-revenium-subscriber-email",)) or _text(
+        metadata.get("user_api_key_user_email") or getattr(key, "user_email", None)
+    )
+    alias = _text(metadata.get("user_api_key_alias") or getattr(key, "key_alias", None))
+    if subscriber_id is not None:
+        subscriber["id"] = subscriber_id
+    if email is not None:
+        subscriber["email"] = email
+    if alias is not None:
+        subscriber["credential"] = {"name": alias, "value": alias}
+    if subscriber:
+        caller["subscriber"] = subscriber
+    return caller
+
+
+def _proxy_router() -> Any:
+    """The proxy's Router, only if the proxy server is already running here."""
+    server = sys.modules.get("litellm.proxy.proxy_server")
+    return getattr(server, "llm_router", None) if server is not None else None
+
+
+def _budget_detail(
+    error: BudgetExceededError, model: Any, guardrail: Optional[str] = _GUARDRAIL_NAME
+) -> dict[str, Any]:
+    """The 429 body's details, in the reference guardrail's shape, so clients read either."""
+    return {
+        "error": {
+            "message": error.message or "Budget exceeded",
+            "type": "budget_exceeded",
+            "guardrail": guardrail,
+            "model": model if isinstance(model, str) else None,
+            "budgets": [
+                {
+                    "name": error.rule_name or "",
+                    "ruleId": error.rule_id,
+                    "threshold": error.threshold,
+                    "currentValue": error.current_value,
+                    "resetsAt": error.resets_at,
+                }
+            ],
+        }
+    }
+
+
+def _too_many_requests(error: BudgetExceededError, detail: dict[str, Any]) -> Exception:
+    """The exception the proxy turns into HTTP 429 with ``detail`` in the body.
+
+    The proxy's own ``ProxyException`` (importable without fastapi) is sent
+    as is, ``code`` as the status; an ``HTTPException`` with a dict detail
+    would be converted into the same thing. ``x-should-retry: false`` stops
+    the OpenAI and Anthropic SDKs from retrying a refusal that lasts until
+    the budget resets.
+    """
+    headers = {"x-should-retry": "false"}
+    try:
+        proxy_types = importlib.import_module("litellm.proxy._types")
+        return proxy_types.ProxyException(  # type: ignore[no-any-return]
+            message=error.message,
+            type="budget_exceeded",
+            param=None,
+            code=429,
+            headers=headers,
+            provider_specific_fields=detail,
+        )
+    except Exception:
+        logger.debug("No ProxyException in this LiteLLM; using HTTPException", exc_info=True)
+    try:
+        fastapi = importlib.import_module("fastapi")
+        return fastapi.HTTPException(  # type: ignore[no-any-return]
+            status_code=429, detail=detail, headers=headers
+        )
+    except ImportError:
+        return error
+
+
+def _guardrail_class() -> type:
+    base: Any = importlib.import_module("litellm.integrations.custom_guardrail").CustomGuardrail
+    try:
+        pre_call: Any = importlib.import_module("litellm.types.guardrails").GuardrailEventHooks
+        pre_call = pre_call.pre_call
+    except (ImportError, AttributeError):
+        pre_call = "pre_call"
+
+    class EnforcementGuardrail(base):  # type: ignore[misc]
+        """Budget enforcement for the LiteLLM proxy: a refused request gets HTTP 429.
+
+        Runs before every proxied call (chat, completions, embeddings, images,
+        audio, responses, messages), judged under provider ``litellm``, the
+        model the request names (resolved to its deployment's model when the
+        group has one) and the caller: the virtual key's team, owner and
+        alias, overridden per call by the ``x-revenium-organization-name``,
+        ``-product-name``, ``-task-type``, ``-agent``, ``-subscriber-id`` and
+        ``-subscriber-email`` headers, and by a ``usage_metadata`` object in
+        the request body (removed before the provider sees it). The 429 body
+        is ``{"error": {"message", "type": "budget_exceeded", "code": "429",
+        "provider_specific_fields": {"error": {..., "budgets": [{"name",
+        "ruleId", "threshold", "currentValue", "resetsAt"}]}}}}``.
+
+        Enable it in the proxy's ``config.yaml``, either as a callback::
+
+            litellm_settings:
+              callbacks: ["enforcement.hooks.litellm.proxy_guardrail"]
+
+        or as a guardrail (a top-level key)::
+
+            guardrails:
+              - guardrail_name: "revenium-enforcement"
+                litellm_params:
+                  guardrail: enforcement.hooks.litellm.EnforcementGuardrail
+                  mode: "pre_call"
+                  default_on: true
+
+        The engine is the default one (configured from ``REVENIUM_*``), or
+        ``EnforcementGuardrail(engine=...)``. The check never waits on the
+        network and never blocks the event loop.
+        """
+
+        def __init__(self, engine: Optional[Engine] = None, **kwargs: Any) -> None:
+            kwargs.setdefault("guardrail_name", _GUARDRAIL_NAME)
+            if kwargs.get("event_hook") is None:
+                kwargs["event_hook"] = pre_call
+            kwargs.setdefault("default_on", True)
+            super().__init__(**kwargs)
+            self.engine = engine
+            INSTRUMENTOR.proxy_guardrail_built = True
+
+        async def async_pre_call_hook(
+            self, user_api_key_dict: Any, cache: Any, data: Any, call_type: Any
+        ) -> Any:
+            """Raise the proxy's 429 when a tripped rule covers this request; else ``data``."""
+            if not isinstance(data, dict):
+                return data
+            requested = data.get("model")
+            try:
+                declared = pop_usage_metadata(data)
+                caller = merge_metadata(_proxy_caller(data, user_api_key_dict), declared)
+                model = _deployment_model(_proxy_router(), requested)
+                if model is None and isinstance(requested, str):
+                    model = requested
+            except Exception:
+                logger.debug("Could not read the proxied request", exc_info=True)
+                caller, model = {}, requested if isinstance(requested, str) else None
+            engine = self.engine or target.engine or _default.get()
+            try:
+                await engine.acheck(current_metadata(caller), model=model, provider=PROVIDER)
+            except BudgetExceededError as error:
+                name = getattr(self, "guardrail_name", None) or _GUARDRAIL_NAME
+                detail = _budget_detail(error, requested, name)
+                raise _too_many_requests(error, detail) from error
+            return data
+
+    EnforcementGuardrail.__qualname__ = "EnforcementGuardrail"
+    return EnforcementGuardrail
+
+
+_lazy: dict[str, Any] = {}
+
+
+def __getattr__(name: str) -> Any:
+    """``EnforcementGuardrail`` and ``proxy_guardrail``, built on first use.
+
+    Lazy, because subclassing LiteLLM's guardrail imports LiteLLM, which this
+    module must not do just to be imported.
+    """
+    if name not in ("EnforcementGuardrail", "proxy_guardrail"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if "EnforcementGuardrail" not in _lazy:
+        _lazy["EnforcementGuardrail"] = _guardrail_class()
+    if name == "proxy_guardrail" and name not in _lazy:
+        _lazy[name] = _lazy["EnforcementGuardrail"]()
+    return _lazy[name]
