@@ -31,18 +31,11 @@ reaches the request a stream manager sends later, on ``__enter__``.
 
 from __future__ import annotations
 
-import copy
-import importlib
-import itertools
 import re
-import threading
-from collections.abc import Mapping
-from types import ModuleType
-from typing import Any, Callable, Optional
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
-import cachetools
-
-from ._base import Instrumentor, achecked, checked, pop_usage_metadata
+from ._stainless import PublicMethods, StainlessInstrumentor
 
 __all__ = ["COSTLY_PATHS", "INSTRUMENTOR", "AnthropicInstrumentor", "provider_label"]
 
@@ -52,11 +45,10 @@ COSTLY_PATHS = re.compile(
     r"|sessions/[^/]+/events|deployments/[^/]+/run)"
 )
 _BATCHES = "/v1/messages/batches"
-_HEADER = "x-enforcement-call-metadata"
 
 # Public methods that accept ``usage_metadata=``: (module, classes, methods). Older SDKs
 # define the messages resources in the package modules, newer ones re-export them there.
-_PUBLIC_METHODS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+_PUBLIC_METHODS: PublicMethods = (
     ("anthropic.resources.messages", ("Messages", "AsyncMessages"), ("create", "stream")),
     ("anthropic.resources.beta.messages", ("Messages", "AsyncMessages"), ("create", "stream")),
     (
@@ -89,47 +81,6 @@ _LABELS: Mapping[str, str] = {
     "BaseFoundryClient": "foundry",
 }
 _known_labels: dict[type, str] = {}
-
-
-class _Pending:
-    """Call metadata waiting for its request, keyed by the token in the private header.
-
-    Bounded and expiring: a stream manager that is never entered leaves its
-    entry behind, and that must not grow without limit.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: cachetools.TTLCache[str, Mapping[str, Any]] = cachetools.TTLCache(
-            maxsize=4096, ttl=3600
-        )
-        self._counter = itertools.count(1)
-
-    def put(self, metadata: Mapping[str, Any]) -> str:
-        token = str(next(self._counter))
-        with self._lock:
-            self._entries[token] = metadata
-        return token
-
-    def take(self, token: str) -> Optional[Mapping[str, Any]]:
-        with self._lock:
-            return self._entries.pop(token, None)
-
-
-_pending = _Pending()
-
-
-def _accept_usage_metadata(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """Strip ``usage_metadata=`` and send it down to the funnel in the private header."""
-    metadata = pop_usage_metadata(kwargs)
-    if metadata is not None:
-        headers = kwargs.get("extra_headers")
-        merged = dict(headers) if isinstance(headers, Mapping) else {}
-        merged[_HEADER] = _pending.put(metadata)
-        kwargs["extra_headers"] = merged
-    return wrapped(*args, **kwargs)
 
 
 def _costly_path(options: Any) -> Optional[str]:
@@ -199,39 +150,6 @@ def _models(path: str, options: Any) -> list[Optional[str]]:
         return [None]
 
 
-def _take_metadata(options: Any) -> tuple[Any, Optional[Mapping[str, Any]]]:
-    """The options without our private header, and the metadata it pointed to."""
-    headers = getattr(options, "headers", None)
-    if not isinstance(headers, Mapping) or _HEADER not in headers:
-        return options, None
-    token = headers[_HEADER]
-    cleaned = copy.copy(options)
-    cleaned.headers = {k: v for k, v in headers.items() if k != _HEADER}
-    return cleaned, _pending.take(token) if isinstance(token, str) else None
-
-
-def _options_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    return args[1] if len(args) > 1 else kwargs.get("options")
-
-
-def _with_options(
-    args: tuple[Any, ...], kwargs: dict[str, Any], options: Any
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    if len(args) > 1:
-        return (args[0], options, *args[2:]), kwargs
-    if "options" in kwargs:
-        return args, {**kwargs, "options": options}
-    return args, kwargs
-
-
-def _nothing() -> None:
-    return None
-
-
-async def _anothing() -> None:
-    return None
-
-
 def provider_label(client: Any) -> str:
     """The provider label a client's calls are checked under, decided by its class.
 
@@ -256,7 +174,7 @@ def provider_label(client: Any) -> str:
     return label
 
 
-class AnthropicInstrumentor(Instrumentor):
+class AnthropicInstrumentor(StainlessInstrumentor):
     """Checks the ``anthropic`` SDK's costly requests in its request funnel."""
 
     name = "anthropic"
@@ -264,55 +182,13 @@ class AnthropicInstrumentor(Instrumentor):
     distribution = "anthropic"
     supported = ">=0.30,<3"
 
-    def patch(self, module: ModuleType) -> None:
-        base = importlib.import_module("anthropic._base_client")
+    public_methods = _PUBLIC_METHODS
 
-        def request(
-            wrapped: Callable[..., Any],
-            instance: Any,
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            options, metadata = _take_metadata(_options_of(args, kwargs))
-            args, kwargs = _with_options(args, kwargs, options)
-            path = _costly_path(options)
-            if path is None:
-                return wrapped(*args, **kwargs)
-            provider, models = provider_label(instance), _models(path, options)
-            for model in models[:-1]:
-                checked(provider, model, metadata, _nothing)
-            return checked(provider, models[-1], metadata, lambda: wrapped(*args, **kwargs))
-
-        async def arequest(
-            wrapped: Callable[..., Any],
-            instance: Any,
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            options, metadata = _take_metadata(_options_of(args, kwargs))
-            args, kwargs = _with_options(args, kwargs, options)
-            path = _costly_path(options)
-            if path is None:
-                return await wrapped(*args, **kwargs)
-            provider, models = provider_label(instance), _models(path, options)
-            for model in models[:-1]:
-                await achecked(provider, model, metadata, _anothing)
-            return await achecked(provider, models[-1], metadata, lambda: wrapped(*args, **kwargs))
-
-        self.wrap(base.SyncAPIClient, "request", request)
-        self.wrap(base.AsyncAPIClient, "request", arequest)
-        for module_name, classes, methods in _PUBLIC_METHODS:
-            try:
-                resource = importlib.import_module(module_name)
-            except ImportError:
-                continue
-            for class_name in classes:
-                owner = getattr(resource, class_name, None)
-                if owner is None:
-                    continue
-                for method in methods:
-                    if method in owner.__dict__:
-                        self.wrap(owner, method, _accept_usage_metadata)
+    def judge(self, client: Any, options: Any) -> Optional[tuple[str, Sequence[Optional[str]]]]:
+        path = _costly_path(options)
+        if path is None:
+            return None
+        return provider_label(client), _models(path, options)
 
 
 INSTRUMENTOR = AnthropicInstrumentor()

@@ -17,17 +17,13 @@ reaches requests a stream manager sends later, on ``__enter__``.
 
 from __future__ import annotations
 
-import copy
-import itertools
+import importlib
 import re
-import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import ModuleType
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-import cachetools
-
-from ._base import Instrumentor, achecked, checked, pop_usage_metadata
+from ._stainless import PublicMethods, StainlessInstrumentor
 
 __all__ = ["COSTLY_PATHS", "INSTRUMENTOR", "OpenAIInstrumentor"]
 
@@ -38,10 +34,9 @@ COSTLY_PATHS = re.compile(
     r"|images/(?:generations|edits|variations)|audio/(?:speech|transcriptions|translations)"
     r"|batches|fine_tuning/jobs|videos|threads(?:/[^/]+)?/runs)"
 )
-_HEADER = "x-enforcement-call-metadata"
 
 # Public methods that accept ``usage_metadata=``: (module, classes, methods).
-_PUBLIC_METHODS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+_PUBLIC_METHODS: PublicMethods = (
     (
         "openai.resources.chat.completions.completions",
         ("Completions", "AsyncCompletions"),
@@ -77,47 +72,6 @@ _PUBLIC_METHODS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
 )
 
 
-class _Pending:
-    """Call metadata waiting for its request, keyed by the token in the private header.
-
-    Bounded and expiring: a stream manager that is never entered leaves its
-    entry behind, and that must not grow without limit.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: cachetools.TTLCache[str, Mapping[str, Any]] = cachetools.TTLCache(
-            maxsize=4096, ttl=3600
-        )
-        self._counter = itertools.count(1)
-
-    def put(self, metadata: Mapping[str, Any]) -> str:
-        token = str(next(self._counter))
-        with self._lock:
-            self._entries[token] = metadata
-        return token
-
-    def take(self, token: str) -> Optional[Mapping[str, Any]]:
-        with self._lock:
-            return self._entries.pop(token, None)
-
-
-_pending = _Pending()
-
-
-def _accept_usage_metadata(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """Strip ``usage_metadata=`` and send it down to the funnel in the private header."""
-    metadata = pop_usage_metadata(kwargs)
-    if metadata is not None:
-        headers = kwargs.get("extra_headers")
-        merged = dict(headers) if isinstance(headers, Mapping) else {}
-        merged[_HEADER] = _pending.put(metadata)
-        kwargs["extra_headers"] = merged
-    return wrapped(*args, **kwargs)
-
-
 def _costly(options: Any) -> bool:
     method = getattr(options, "method", "")
     url = getattr(options, "url", "")
@@ -129,18 +83,7 @@ def _costly(options: Any) -> bool:
     )
 
 
-def _take_metadata(options: Any) -> tuple[Any, Optional[Mapping[str, Any]]]:
-    """The options without our private header, and the metadata it pointed to."""
-    headers = getattr(options, "headers", None)
-    if not isinstance(headers, Mapping) or _HEADER not in headers:
-        return options, None
-    token = headers[_HEADER]
-    cleaned = copy.copy(options)
-    cleaned.headers = {k: v for k, v in headers.items() if k != _HEADER}
-    return cleaned, _pending.take(token) if isinstance(token, str) else None
-
-
-class OpenAIInstrumentor(Instrumentor):
+class OpenAIInstrumentor(StainlessInstrumentor):
     """Checks the ``openai`` SDK's costly requests in its request funnel."""
 
     name = "openai"
@@ -148,73 +91,27 @@ class OpenAIInstrumentor(Instrumentor):
     distribution = "openai"
     supported = ">=1.0,<4"
 
+    public_methods = _PUBLIC_METHODS
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._azure: Optional[type] = None
+
     def patch(self, module: ModuleType) -> None:
-        import importlib
+        self._azure = importlib.import_module("openai.lib.azure").BaseAzureClient
+        super().patch(module)
 
-        base = importlib.import_module("openai._base_client")
-        azure = importlib.import_module("openai.lib.azure")
-        azure_client = azure.BaseAzureClient
-
-        def call_of(instance: Any, options: Any) -> tuple[str, Optional[str]]:
-            body = getattr(options, "json_data", None)
-            model = body.get("model") if isinstance(body, Mapping) else None
-            if isinstance(instance, azure_client):
-                deployment = getattr(instance, "_azure_deployment", None)
-                return "azure", deployment if isinstance(deployment, str) else model
-            return "openai", model if isinstance(model, str) else None
-
-        def split(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            return args[1] if len(args) > 1 else kwargs.get("options")
-
-        def rebuilt(
-            args: tuple[Any, ...], kwargs: dict[str, Any], options: Any
-        ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-            if len(args) > 1:
-                return (args[0], options, *args[2:]), kwargs
-            return args, {**kwargs, "options": options}
-
-        def request(
-            wrapped: Callable[..., Any],
-            instance: Any,
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            options = split(args, kwargs)
-            options, metadata = _take_metadata(options)
-            args, kwargs = rebuilt(args, kwargs, options)
-            if not _costly(options):
-                return wrapped(*args, **kwargs)
-            provider, model = call_of(instance, options)
-            return checked(provider, model, metadata, lambda: wrapped(*args, **kwargs))
-
-        async def arequest(
-            wrapped: Callable[..., Any],
-            instance: Any,
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            options = split(args, kwargs)
-            options, metadata = _take_metadata(options)
-            args, kwargs = rebuilt(args, kwargs, options)
-            if not _costly(options):
-                return await wrapped(*args, **kwargs)
-            provider, model = call_of(instance, options)
-            return await achecked(provider, model, metadata, lambda: wrapped(*args, **kwargs))
-
-        self.wrap(base.SyncAPIClient, "request", request)
-        self.wrap(base.AsyncAPIClient, "request", arequest)
-        for module_name, classes, methods in _PUBLIC_METHODS:
-            try:
-                resource = importlib.import_module(module_name)
-            except ImportError:
-                continue
-            for class_name in classes:
-                owner = getattr(resource, class_name, None)
-                if owner is None:
-                    continue
-                for method in methods:
-                    if method in owner.__dict__:
-                        self.wrap(owner, method, _accept_usage_metadata)
+    def judge(self, client: Any, options: Any) -> Optional[tuple[str, Sequence[Optional[str]]]]:
+        """Azure clients report ``azure`` and their deployment; others ``openai``."""
+        if not _costly(options):
+            return None
+        body = getattr(options, "json_data", None)
+        model = body.get("model") if isinstance(body, Mapping) else None
+        model = model if isinstance(model, str) else None
+        if self._azure is not None and isinstance(client, self._azure):
+            deployment = getattr(client, "_azure_deployment", None)
+            return "azure", (deployment if isinstance(deployment, str) else model,)
+        return "openai", (model,)
 
 
 INSTRUMENTOR = OpenAIInstrumentor()
