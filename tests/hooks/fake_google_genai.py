@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
+
+from ._fake_server import FakeServer, Reply
 
 _PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
 
@@ -92,86 +92,26 @@ def _model_of(path: str) -> str:
     return resource.rsplit("/models/", 1)[-1] if "/models/" in resource else resource
 
 
-class FakeGemini:
-    """``with FakeGemini() as api: genai.Client(api_key="k", http_options={"base_url": ...})``."""
+_NOT_FOUND = {"error": {"code": 404, "message": "no", "status": "NOT_FOUND"}}
 
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._httpd: Optional[ThreadingHTTPServer] = None
+
+def _post(path: str, body: dict[str, Any]) -> Reply:
+    if "/missing/" in path:
+        return Reply.json(_NOT_FOUND, 404)
+    model = _model_of(path)
+    if path.endswith(":streamGenerateContent"):
+        return Reply.sse(f"data: {json.dumps(c)}\r\n\r\n" for c in _chunks(model))
+    return Reply.json(_body_for(path, model, body))
+
+
+class FakeGemini(FakeServer):
+    """``with FakeGemini() as api: genai.Client(api_key="k", http_options={"base_url": ...})``."""
 
     @property
     def base_url(self) -> str:
-        assert self._httpd is not None
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/"
+        return f"{self.origin}/"
 
-    @property
-    def count(self) -> int:
-        with self._lock:
-            return len(self.requests)
-
-    def __enter__(self) -> FakeGemini:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # else each keep-alive reply waits ~40 ms
-
-            def _record(self) -> dict[str, Any]:
-                length = int(self.headers.get("content-length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                try:
-                    body = json.loads(raw) if raw else {}
-                except ValueError:
-                    body = {"_raw": raw[:200].decode("latin-1")}
-                with fake._lock:
-                    fake.requests.append(
-                        {
-                            "method": self.command,
-                            "path": self.path,
-                            "body": body,
-                            "headers": {k.lower(): v for k, v in self.headers.items()},
-                        }
-                    )
-                return body if isinstance(body, dict) else {}
-
-            def _send(self, status: int, payload: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("content-type", content_type)
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def do_GET(self) -> None:
-                self._record()
-                path = self.path.split("?", 1)[0]
-                model = {"name": path.lstrip("/").split("/", 1)[-1], "displayName": "fake"}
-                self._send(200, json.dumps(model).encode(), "application/json")
-
-            def do_POST(self) -> None:
-                body = self._record()
-                path = self.path.split("?", 1)[0]
-                if "/missing/" in path:
-                    error = {"error": {"code": 404, "message": "no", "status": "NOT_FOUND"}}
-                    self._send(404, json.dumps(error).encode(), "application/json")
-                    return
-                model = _model_of(path)
-                if path.endswith(":streamGenerateContent"):
-                    lines = "".join(f"data: {json.dumps(c)}\r\n\r\n" for c in _chunks(model))
-                    self._send(200, lines.encode(), "text/event-stream")
-                    return
-                payload = json.dumps(_body_for(path, model, body)).encode()
-                self._send(200, payload, "application/json")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
+    def answer(self, method: str, path: str, body: dict[str, Any]) -> Reply:
+        if method == "POST":
+            return _post(path, body)
+        return Reply.json({"name": path.lstrip("/").split("/", 1)[-1], "displayName": "fake"})

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional
+from typing import Any
+
+from ._fake_server import FakeServer, Reply
 
 
 def _chat(model: str) -> dict[str, Any]:
@@ -109,8 +109,12 @@ def _response_events(model: str) -> list[dict[str, Any]]:
     ]
 
 
-def _body_for(path: str, body: dict[str, Any]) -> Any:
-    model = body.get("model") if isinstance(body.get("model"), str) else "gpt-4o"
+def _model(body: dict[str, Any]) -> str:
+    named = body.get("model")
+    return named if isinstance(named, str) else "gpt-4o"
+
+
+def _body_for(path: str, model: str) -> Any:
     if path.endswith("/chat/completions"):
         return _chat(model)
     if path.endswith("/completions"):
@@ -149,101 +153,34 @@ def _body_for(path: str, body: dict[str, Any]) -> Any:
     return {}
 
 
-class FakeOpenAI:
-    """``with FakeOpenAI() as api: OpenAI(base_url=api.base_url, api_key="sk-test")``."""
+_MODELS = {
+    "object": "list",
+    "data": [{"id": "gpt-4o", "object": "model", "created": 1, "owned_by": "x"}],
+}
 
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._httpd: Optional[ThreadingHTTPServer] = None
+
+def _stream(path: str, model: str) -> Reply:
+    """Chat chunks or Responses events as SSE, closed by OpenAI's ``[DONE]`` sentinel."""
+    events = _chat_chunks(model) if path.endswith("/chat/completions") else _response_events(model)
+    return Reply.sse([*(f"data: {json.dumps(e)}\n\n" for e in events), "data: [DONE]\n\n"])
+
+
+class FakeOpenAI(FakeServer):
+    """``with FakeOpenAI() as api: OpenAI(base_url=api.base_url, api_key="sk-test")``."""
 
     @property
     def base_url(self) -> str:
-        assert self._httpd is not None
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        return f"{self.origin}/v1"
 
     @property
     def azure_endpoint(self) -> str:
-        assert self._httpd is not None
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        return self.origin
 
-    @property
-    def count(self) -> int:
-        with self._lock:
-            return len(self.requests)
-
-    def __enter__(self) -> FakeOpenAI:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # else each keep-alive reply waits ~40 ms
-
-            def _record(self) -> dict[str, Any]:
-                length = int(self.headers.get("content-length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                try:
-                    body = json.loads(raw) if raw else {}
-                except ValueError:
-                    body = {"_raw": raw[:200].decode("latin-1")}
-                with fake._lock:
-                    fake.requests.append(
-                        {
-                            "method": self.command,
-                            "path": self.path,
-                            "body": body,
-                            "headers": dict(self.headers),
-                        }
-                    )
-                return body if isinstance(body, dict) else {}
-
-            def _send(self, status: int, payload: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("content-type", content_type)
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def do_GET(self) -> None:
-                self._record()
-                if self.path.endswith("/models"):
-                    data = {
-                        "object": "list",
-                        "data": [
-                            {"id": "gpt-4o", "object": "model", "created": 1, "owned_by": "x"}
-                        ],
-                    }
-                    self._send(200, json.dumps(data).encode(), "application/json")
-                else:
-                    self._send(404, b"{}", "application/json")
-
-            def do_POST(self) -> None:
-                body = self._record()
-                path = self.path.split("?", 1)[0]
-                model = body.get("model") if isinstance(body.get("model"), str) else "gpt-4o"
-                if path.endswith("/audio/speech"):
-                    self._send(200, b"ID3fake-mp3", "audio/mpeg")
-                    return
-                if body.get("stream"):
-                    events = (
-                        _chat_chunks(model)
-                        if path.endswith("/chat/completions")
-                        else _response_events(model)
-                    )
-                    lines = "".join(f"data: {json.dumps(e)}\n\n" for e in events)
-                    self._send(200, (lines + "data: [DONE]\n\n").encode(), "text/event-stream")
-                    return
-                self._send(200, json.dumps(_body_for(path, body)).encode(), "application/json")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
+    def answer(self, method: str, path: str, body: dict[str, Any]) -> Reply:
+        if method == "GET":
+            return Reply.json(_MODELS) if path.endswith("/models") else Reply.json({}, 404)
+        if path.endswith("/audio/speech"):
+            return Reply(200, "audio/mpeg", b"ID3fake-mp3")
+        if body.get("stream"):
+            return _stream(path, _model(body))
+        return Reply.json(_body_for(path, _model(body)))
