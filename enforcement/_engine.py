@@ -488,7 +488,7 @@ class Engine:
         )
 
     def _forget_warnings(self, ruleset: RuleSet) -> None:
-        served = {str(raw.get("ruleId") or raw.get("id")) for _, raw in ruleset.raw_rules}
+        served = {str(raw.get("ruleId") or raw.get("id")) for _, raw in ruleset.raw_rules()}
         with self._warned_lock:
             self._warned_callers.clear()
             for key in [k for k in self._warned_rules if k not in served]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
@@ -304,11 +305,11 @@ class RuleSet:
         "blocks",
         "by_id",
         "candidates",
+        "count",
         "generation",
         "has_departments",
         "payload",
         "quiet",
-        "raw_rules",
         "routed",
         "shadow",
         "warnings",
@@ -320,21 +321,23 @@ class RuleSet:
         self._fingerprint: Optional[str] = None
         self._compiled: dict[int, CompiledRule] = {}
         self._routes: dict[tuple[Any, Any], tuple[CompiledRule, ...]] = {}
-        raw_rules: list[tuple[int, dict[str, Any]]] = []
-        by_id: dict[str, tuple[int, dict[str, Any]]] = {}
+        # Positions, not rules: a str -> int map holds no container the
+        # garbage collector has to traverse on every full collection.
+        by_id: dict[str, int] = {}
         tripped: list[CompiledRule] = []
+        count = 0
         for position, raw in enumerate(payload.rules):
             if not isinstance(raw, dict):
                 continue
-            raw_rules.append((position, raw))
+            count += 1
             key = raw.get("ruleId")
             if key is None:
                 key = raw.get("id")
             if isinstance(key, (int, str)) and not isinstance(key, bool):
-                by_id.setdefault(str(key), (position, raw))
+                by_id.setdefault(str(key), position)
             if _can_trip(raw):
                 tripped.append(self._compile(position, raw))
-        self.raw_rules = raw_rules
+        self.count = count
         self.by_id = by_id
         self.active = tuple(
             r for r in tripped if r.can_trip and not r.is_department and not r.shadow
@@ -358,13 +361,21 @@ class RuleSet:
 
     def rule_by_id(self, rule_id: Any) -> Optional[CompiledRule]:
         """The first rule whose ``ruleId`` (else ``id``) reads as ``rule_id``."""
-        found = self.by_id.get(str(rule_id))
-        return self._compile(*found) if found is not None else None
+        position = self.by_id.get(str(rule_id))
+        if position is None:
+            return None
+        return self._compile(position, self.payload.rules[position])
 
     @property
     def rules(self) -> list[CompiledRule]:
         """Every rule, compiled (slow: for explanations and tools)."""
-        return [self._compile(position, raw) for position, raw in self.raw_rules]
+        return [self._compile(position, raw) for position, raw in self.raw_rules()]
+
+    def raw_rules(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Each well-formed rule as the wire gave it, with its position in the payload."""
+        for position, raw in enumerate(self.payload.rules):
+            if isinstance(raw, dict):
+                yield position, raw
 
     @property
     def fingerprint(self) -> str:
@@ -373,7 +384,7 @@ class RuleSet:
         return self._fingerprint
 
     def __len__(self) -> int:
-        return len(self.raw_rules)
+        return self.count
 
     def may_cover(self, model: Any, provider: Any) -> bool:
         """False when no tripped rule can cover a call to this model and provider.
