@@ -219,11 +219,10 @@ class Engine:
                 return
         if ruleset.quiet or not ruleset.may_cover(model, provider):
             return
-        self._evaluate(ruleset, usage_metadata, model, provider)
-
-    def _evaluate(self, ruleset: RuleSet, usage_metadata: Any, model: Any, provider: Any) -> None:
-        facts = CallFacts(usage_metadata, model, provider, self._environ)
+        # Evaluated here rather than in a helper: every frame a raised error
+        # passes through costs as much as a whole allowed check.
         try:
+            facts = CallFacts(usage_metadata, model, provider, self._environ)
             error = ruleset.evaluate(facts, self._wall_clock(), self)
         except Exception:
             logger.debug(
@@ -233,17 +232,20 @@ class Engine:
         if error is not None:
             self._counters["blocked"] += 1
             if self._listeners:
-                self._emit(
-                    Decision(
-                        "block",
-                        error.rule_id,
-                        error.rule_name,
-                        error.current_value,
-                        error.threshold,
-                        error.message,
-                    )
-                )
+                self._emit_block(error)
             raise error
+
+    def _emit_block(self, error: BudgetExceededError) -> None:
+        self._emit(
+            Decision(
+                "block",
+                error.rule_id,
+                error.rule_name,
+                error.current_value,
+                error.threshold,
+                error.message,
+            )
+        )
 
     async def acheck(
         self,
