@@ -14,6 +14,7 @@ from openai.resources.chat.completions.completions import Completions
 
 import enforcement
 from enforcement import BudgetExceededError, Engine
+from enforcement.hooks import openai as hook
 
 from .conftest import breached_rule
 from .fake_openai import FakeOpenAI
@@ -327,3 +328,38 @@ def test_sdk_errors_pass_through_unchanged(engine: Engine) -> None:
         pytest.raises(openai.APIConnectionError),
     ):
         dead.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+
+
+@pytest.mark.parametrize(
+    ("base_url", "provider"),
+    [
+        ("https://api.openai.com/v1", "openai"),
+        ("https://api.x.ai/v1", "xai"),
+        ("https://eu.api.x.ai/v1", "xai"),
+        ("https://api.perplexity.ai", "perplexity"),
+        ("http://localhost:11434/v1", "ollama"),
+        ("http://ollama.internal:8080/v1", "ollama"),
+        ("https://myco.openai.azure.com/openai/v1", "azure"),
+        ("https://notx.ai.example.com/v1", "openai"),
+    ],
+)
+def test_openai_compatible_apis_report_their_provider(base_url: str, provider: str) -> None:
+    with OpenAI(base_url=base_url, api_key="sk-test") as client:
+        assert hook.provider_label(client) == provider
+
+
+def test_a_rule_on_an_openai_compatible_provider_stops_the_call(
+    engine: Engine, api: FakeOpenAI
+) -> None:
+    enforcement.instrument("openai", engine=engine)
+    engine.load_payload([breached_rule(provider="xai")])
+    xai = OpenAI(base_url="https://api.x.ai/v1", api_key="sk-test", max_retries=0)
+    with xai, pytest.raises(BudgetExceededError):
+        xai.chat.completions.create(model="grok-4", messages=MESSAGES)
+    with OpenAI(base_url=api.base_url, api_key="sk-test") as openai_client:
+        openai_client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert api.count == 1
+    with OpenAI(base_url=api.base_url, api_key="sk-test") as moved:
+        moved.base_url = "https://api.x.ai/v1"  # type: ignore[assignment]
+        with pytest.raises(BudgetExceededError):
+            moved.chat.completions.create(model="grok-4", messages=MESSAGES)
