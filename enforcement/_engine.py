@@ -490,11 +490,16 @@ class Engine:
         )
 
     def _forget_warnings(self, ruleset: RuleSet) -> None:
-        served = {str(raw.get("ruleId") or raw.get("id")) for _, raw in ruleset.raw_rules()}
         with self._warned_lock:
             self._warned_callers.clear()
-            for key in [k for k in self._warned_rules if k not in served]:
-                del self._warned_rules[key]
+            if not self._warned_rules:
+                return  # the usual case: no need to list every rule the new set serves
+            warned = list(self._warned_rules)
+        served = {str(raw.get("ruleId") or raw.get("id")) for _, raw in ruleset.raw_rules()}
+        with self._warned_lock:
+            for key in warned:
+                if key not in served:
+                    self._warned_rules.pop(key, None)
 
     # -- listeners -------------------------------------------------------------
 

@@ -149,6 +149,21 @@ def test_warn_only_rule_passes_and_warns_once_per_window(
     assert [e.kind for e in events] == ["warn_only"] * 3
 
 
+def test_a_warned_rule_warns_again_after_leaving_and_returning(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    warned = rule(breached=True, action="WARN_ONLY")
+    engine.load_payload([warned, rule(2)])
+    engine.check()
+    engine.load_payload([warned, rule(2), rule(3)])  # still served: no second warning
+    engine.check()
+    assert sum("over its threshold" in r.message for r in caplog.records) == 1
+    engine.load_payload([rule(2)])  # gone: forgotten
+    engine.load_payload([warned, rule(2)])
+    engine.check()
+    assert sum("over its threshold" in r.message for r in caplog.records) == 2
+
+
 def test_shadow_rule_reports_instead_of_blocking(engine: Engine) -> None:
     events: list[Decision] = []
     engine.add_listener(events.append)
