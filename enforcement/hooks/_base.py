@@ -29,7 +29,15 @@ from .._default import _default
 from .._engine import Engine
 from .._metadata import _scope, current_metadata
 
-__all__ = ["Instrumentor", "achecked", "checked", "pop_usage_metadata", "stash_call_metadata"]
+__all__ = [
+    "Instrumentor",
+    "achecked",
+    "aunchecked",
+    "checked",
+    "pop_usage_metadata",
+    "stash_call_metadata",
+    "unchecked",
+]
 
 logger = logging.getLogger("enforcement.hooks")
 
@@ -99,6 +107,11 @@ def checked(
         model=model if type(model) is str else _model(model),
         provider=provider,
     )
+    return unchecked(call)
+
+
+def unchecked(call: Callable[[], _T]) -> _T:
+    """Run a call that is checked already (or by another layer); inner hooks pass through."""
     token = _inside.set(True)
     try:
         return call()
@@ -117,6 +130,11 @@ async def achecked(
         return await call()
     engine = target.engine or _default.get()
     await engine.acheck(_metadata(call_metadata), model=_model(model), provider=provider)
+    return await aunchecked(call)
+
+
+async def aunchecked(call: Callable[[], Awaitable[_T]]) -> _T:
+    """:func:`unchecked` for coroutines."""
     token = _inside.set(True)
     try:
         return await call()

@@ -30,9 +30,9 @@ import importlib
 import inspect
 import logging
 import sys
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .._default import _default
 from .._engine import Engine
@@ -40,11 +40,12 @@ from .._errors import BudgetExceededError
 from .._metadata import current_metadata, merge_metadata
 from ._base import (
     Instrumentor,
-    _inside,
     achecked,
+    aunchecked,
     checked,
     pop_usage_metadata,
     target,
+    unchecked,
 )
 
 __all__ = [
@@ -63,7 +64,6 @@ if TYPE_CHECKING:  # built on first use by the module __getattr__ below
 
 logger = logging.getLogger("enforcement.hooks.litellm")
 
-_T = TypeVar("_T")
 
 #: the provider label every LiteLLM call is checked under.
 PROVIDER = "litellm"
@@ -182,23 +182,6 @@ def _deployment_model(router: Any, name: Optional[str]) -> Optional[str]:
 # -- the hooks ------------------------------------------------------------------
 
 
-def _unchecked(call: Callable[[], _T]) -> _T:
-    """Run a call some other layer checks, with the inner hooks standing aside."""
-    token = _inside.set(True)
-    try:
-        return call()
-    finally:
-        _inside.reset(token)
-
-
-async def _aunchecked(call: Callable[[], Awaitable[_T]]) -> _T:
-    token = _inside.set(True)
-    try:
-        return await call()
-    finally:
-        _inside.reset(token)
-
-
 class LiteLLMInstrumentor(Instrumentor):
     """Checks LiteLLM's entry points and its Router's, each call once."""
 
@@ -232,7 +215,7 @@ class LiteLLMInstrumentor(Instrumentor):
         ) -> Any:
             metadata = pop_usage_metadata(kwargs)
             if self._proxy_owns(kwargs):
-                return _unchecked(lambda: wrapped(*args, **kwargs))
+                return unchecked(lambda: wrapped(*args, **kwargs))
             model = model_of(instance, args, kwargs)
             return checked(PROVIDER, model, metadata, lambda: wrapped(*args, **kwargs))
 
@@ -244,7 +227,7 @@ class LiteLLMInstrumentor(Instrumentor):
         ) -> Any:
             metadata = pop_usage_metadata(kwargs)
             if self._proxy_owns(kwargs):
-                return await _aunchecked(lambda: wrapped(*args, **kwargs))
+                return await aunchecked(lambda: wrapped(*args, **kwargs))
             model = model_of(instance, args, kwargs)
             return await achecked(PROVIDER, model, metadata, lambda: wrapped(*args, **kwargs))
 
