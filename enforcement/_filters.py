@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
 from ._callfacts import CallFacts, SubscriberEmail, normalize_email
+from ._providers import ALIAS_BUCKETS, GOOGLE_LABELS, XAI_LABELS
 from ._vendor_models import SERVED_BY_ALIAS
 
 __all__ = [
@@ -52,15 +53,6 @@ _COMPARED_WHEN_ABSENT = frozenset(
 CANDIDATE_DECIDED = frozenset({"DEPARTMENT", "ORG_UNIT", "SUBSCRIBER"})
 CANDIDATE_DECIDED_WITH_CREDENTIAL = CANDIDATE_DECIDED | {"CREDENTIAL"}
 
-# A provider label also counts toward its alias target's caps, one way only.
-_PROVIDER_ALIAS_BUCKETS = {
-    "FOUNDRY": frozenset({"FOUNDRY", "ANTHROPIC"}),
-    "CLAUDECODE": frozenset({"CLAUDECODE", "ANTHROPIC"}),
-    "CLAUDECOWORK": frozenset({"CLAUDECOWORK", "ANTHROPIC"}),
-    "CODEXCLI": frozenset({"CODEXCLI", "OPENAI"}),
-    "GEMINICLI": frozenset({"GEMINICLI", "GOOGLE"}),
-}
-
 _SNAPSHOT = r"(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4})"
 _CARRIES_SNAPSHOT = re.compile(r"-" + _SNAPSHOT + r"(?=-|$)")
 _SNAPSHOT_TAIL = re.compile(r"-" + _SNAPSHOT + r"$")
@@ -70,9 +62,7 @@ _GEMINI_LATEST = re.compile(r"gemini-([a-z][a-z-]*?)-latest")
 _GEMINI_VERSION = r"gemini-\d+(?:\.\d+)*-"
 _GEMINI_REVISION = r"(?:-preview(?:-\d{2}-\d{2}(?:\d{2})?)?|-\d{3})?"
 _AZURE_ROUTES = ("azure/", "azure_ai/")
-_GOOGLE_LABELS = frozenset({"GOOGLE", "GEMINICLI"})
 _GOOGLE_ROUTES = ("gemini/", "vertex_ai/", "vertex_ai_beta/")
-_XAI_LABELS = frozenset({"XAI"})
 _XAI_ROUTES = ("xai/",)
 
 _SCALAR: dict[str, Callable[[str, str], bool]] = {
@@ -205,7 +195,7 @@ def _compile_row(entry: Any) -> Optional[CompiledFilter]:
 
 
 def _via_alias(actual: str, expected: str) -> bool:
-    return expected.upper() in _PROVIDER_ALIAS_BUCKETS.get(actual.upper(), ())
+    return expected.upper() in ALIAS_BUCKETS.get(actual.upper(), ())
 
 
 def _provider_matches(operator: str, actual: str, expected: list[str]) -> bool:
@@ -274,9 +264,9 @@ def _candidates(model: str, expected: list[str], provider: Any) -> set[str]:
     tails = {m.group(0) for m in map(_SNAPSHOT_TAIL.search, expected) if m}
     undated = [form for form in forms if not _CARRIES_SNAPSHOT.search(form)]
     candidates = forms | {form + tail for form in undated for tail in tails}
-    if _may_reach(provider, model, _GOOGLE_LABELS, _GOOGLE_ROUTES):
+    if _may_reach(provider, model, GOOGLE_LABELS, _GOOGLE_ROUTES):
         candidates |= _gemini_latest_served(forms, expected)
-    if _may_reach(provider, model, _XAI_LABELS, _XAI_ROUTES):
+    if _may_reach(provider, model, XAI_LABELS, _XAI_ROUTES):
         candidates |= {
             served for form in forms for served in SERVED_BY_ALIAS.get(form.rsplit("/", 1)[-1], ())
         }
