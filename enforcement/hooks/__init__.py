@@ -12,9 +12,9 @@ import threading
 from typing import Optional
 
 from .._engine import Engine
-from ._base import Instrumentor, target
+from ._base import HookStatus, Instrumentor, set_hooked_engine
 
-__all__ = ["PROVIDERS", "instrument", "uninstrument"]
+__all__ = ["PROVIDERS", "HookStatus", "hook_status", "instrument", "uninstrument"]
 
 #: provider name -> module of ours that defines ``INSTRUMENTOR``.
 PROVIDERS: dict[str, str] = {
@@ -55,7 +55,7 @@ def instrument(*providers: str, engine: Optional[Engine] = None) -> list[str]:
     done = []
     with _lock:
         if engine is not None:
-            target.engine = engine
+            set_hooked_engine(engine)
         for name in names:
             instrumentor = _instrumentor(name)
             if instrumentor is not None:
@@ -72,4 +72,22 @@ def uninstrument(*providers: str) -> None:
             if instrumentor is not None:
                 instrumentor.uninstrument()
         if not providers:
-            target.engine = None
+            set_hooked_engine(None)
+
+
+def hook_status(*providers: str) -> dict[str, HookStatus]:
+    """What ``instrument()`` did for each provider (all known ones by default), as data.
+
+    >>> import enforcement
+    >>> enforcement.hook_status("openai")["openai"].state  # doctest: +SKIP
+    'patched'
+    """
+    statuses = {}
+    for name in providers or tuple(PROVIDERS):
+        instrumentor = _instrumentor(name)
+        if instrumentor is None:
+            module = PROVIDERS[name]
+            statuses[name] = HookStatus(name, "skipped", module, None, "", "hook not importable")
+        else:
+            statuses[name] = instrumentor.status()
+    return statuses

@@ -1,27 +1,45 @@
-"""What every provider hook shares: the check, the guard, the patch bookkeeping.
+"""The hook kit: what every provider hook shares.
 
 A hook wraps one SDK method (ideally the SDK's funnel, the one method every
 request passes through) so that the check runs before the request is built
-and sent. It passes the provider label and the request's model, and judges
-the call on :func:`enforcement.usage_metadata` scopes plus the call's own
-``usage_metadata=`` keyword, which the hook removes before the SDK sees it.
+and sent. A provider module declares, and this module does:
+
+- :meth:`Instrumentor.hook` builds a method's wrapper (sync or async, as the
+  method is) from a small ``describe(instance, args, kwargs)`` function that
+  says what the call is: a :class:`Call` (provider label and model) when it
+  costs money, None when it is free.
+- :meth:`Instrumentor.relay` wraps a public method only to accept the
+  reference SDK's ``usage_metadata=`` keyword; the value rides a context
+  variable down to the funnel hook below, for the duration of the call and of
+  any deferred sender it returns (a stream manager's ``__enter__``, a lazy
+  stream's iteration). Nothing is stored past the call.
+- :meth:`Instrumentor.wrap` keeps the patch bookkeeping, so ``uninstrument()``
+  restores every original by identity, and records a funnel that is missing.
+- :class:`HookStatus` says, per provider, what ``instrument()`` did.
 
 One user call is checked once: a call that goes through several hooked
 layers (LiteLLM's Router, then ``litellm.acompletion``, then the openai SDK)
 is checked by the outermost, and the inner layers see the guard and pass
 straight through. The guard is a context variable, so it follows threads'
 and tasks' own contexts and never leaks between concurrent calls.
+
+The walk from a hook to the matcher: wrapper -> :func:`checked` ->
+:func:`hooked_engine` ``.check(metadata, model=, provider=)``.
 """
 
 from __future__ import annotations
 
 import contextvars
 import importlib.metadata
+import inspect
 import logging
+import re
 import sys
+import threading
 from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, NamedTuple, Optional, TypeVar
 
 import wrapt
 
@@ -30,37 +48,56 @@ from .._engine import Engine
 from .._metadata import _scope, current_metadata
 
 __all__ = [
+    "Call",
+    "HookStatus",
     "Instrumentor",
     "achecked",
+    "already_checked",
     "aunchecked",
+    "carry",
     "checked",
+    "hooked_engine",
     "pop_usage_metadata",
-    "stash_call_metadata",
+    "read_call",
+    "relayed_metadata",
+    "set_hooked_engine",
     "unchecked",
 ]
 
 logger = logging.getLogger("enforcement.hooks")
 
 _T = TypeVar("_T")
+Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 
 _inside: contextvars.ContextVar[bool] = contextvars.ContextVar("enforcement_inside", default=False)
-_stashed: contextvars.ContextVar[Optional[Mapping[str, Any]]] = contextvars.ContextVar(
+_relayed: contextvars.ContextVar[Optional[Mapping[str, Any]]] = contextvars.ContextVar(
     "enforcement_call_metadata", default=None
 )
 
 
-class _Target:
-    """Which engine the hooks ask: the default one unless ``instrument(engine=...)`` said."""
+# -- which engine hooks ask -------------------------------------------------------
+
+
+class _HookedEngine:
+    """The engine ``instrument(engine=...)`` named; None means the default engine."""
 
     engine: Optional[Engine] = None
 
 
-target = _Target()
+_hooked = _HookedEngine()
 
 
-def _engine() -> Engine:
-    """The engine hooks ask (for hooks that call it directly, not through ``checked``)."""
-    return target.engine or _default.get()
+def hooked_engine() -> Engine:
+    """The engine every hook asks: the one ``instrument(engine=...)`` named, else the default."""
+    return _hooked.engine or _default.get()
+
+
+def set_hooked_engine(engine: Optional[Engine]) -> None:
+    """Point every hook at ``engine`` (None: back to the default engine)."""
+    _hooked.engine = engine
+
+
+# -- per-call metadata -------------------------------------------------------------
 
 
 def pop_usage_metadata(kwargs: dict[str, Any]) -> Optional[Mapping[str, Any]]:
@@ -69,22 +106,125 @@ def pop_usage_metadata(kwargs: dict[str, Any]) -> Optional[Mapping[str, Any]]:
     return value if isinstance(value, Mapping) else None
 
 
-def stash_call_metadata(metadata: Optional[Mapping[str, Any]]) -> contextvars.Token[Any]:
-    """Hand a public method's ``usage_metadata=`` to the funnel hook below it."""
-    return _stashed.set(metadata)
-
-
-def reset_call_metadata(token: contextvars.Token[Any]) -> None:
-    _stashed.reset(token)
+def relayed_metadata() -> Optional[Mapping[str, Any]]:
+    """The ``usage_metadata=`` a public method above this funnel was given, if any."""
+    return _relayed.get()
 
 
 def _metadata(call: Optional[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
-    stashed = _stashed.get()
-    if stashed is not None:
-        call = {**stashed, **call} if call else stashed
+    relayed = _relayed.get()
+    if relayed is not None:
+        call = {**relayed, **call} if call else relayed
     if call is None:
         return _scope.get()  # the common case: no per-call metadata, no merge
     return current_metadata(call)
+
+
+class _Carrier(wrapt.ObjectProxy):  # type: ignore[type-arg]
+    """What a public method returned, carrying its call's context into the work it defers.
+
+    A stream manager sends its request on ``__enter__``, a lazy stream on its
+    first ``next``: each runs here with the call's relayed metadata (and, for
+    a call checked up front, the guard), then the context is put back, so
+    nothing leaks into the caller's code between iterations.
+    """
+
+    def __init__(self, wrapped: Any, metadata: Optional[Mapping[str, Any]], guard: bool) -> None:
+        super().__init__(wrapped)
+        self._self_metadata = metadata
+        self._self_guard = guard
+
+    def _self_run(self, call: Callable[[], _T]) -> _T:
+        relayed = _relayed.set(self._self_metadata)
+        guarded = _inside.set(True) if self._self_guard else None
+        try:
+            return call()
+        finally:
+            if guarded is not None:
+                _inside.reset(guarded)
+            _relayed.reset(relayed)
+
+    async def _self_arun(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        relayed = _relayed.set(self._self_metadata)
+        guarded = _inside.set(True) if self._self_guard else None
+        try:
+            return await call()
+        finally:
+            if guarded is not None:
+                _inside.reset(guarded)
+            _relayed.reset(relayed)
+
+    def __enter__(self) -> Any:
+        entered = self._self_run(self.__wrapped__.__enter__)
+        return self if entered is self.__wrapped__ else entered
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        return self.__wrapped__.__exit__(*exc_info)
+
+    async def __aenter__(self) -> Any:
+        entered = await self._self_arun(self.__wrapped__.__aenter__)
+        return self if entered is self.__wrapped__ else entered
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        return await self.__wrapped__.__aexit__(*exc_info)
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        return self._self_run(self.__wrapped__.__next__)
+
+    def __aiter__(self) -> Any:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self._self_arun(self.__wrapped__.__anext__)
+
+
+def _defers(result: Any) -> bool:
+    """Whether a returned object sends its request later (when entered or iterated)."""
+    kind = type(result)
+    return any(hasattr(kind, name) for name in ("__enter__", "__aenter__", "__next__", "__anext__"))
+
+
+def carry(result: _T, metadata: Optional[Mapping[str, Any]] = None, *, guarded: bool = False) -> _T:
+    """``result``, carrying this call's metadata (and guard) into the requests it sends later.
+
+    ``guarded`` says the call was checked up front, so the requests it sends
+    later pass the funnel's hook unchecked.
+    """
+    if (metadata is None and not guarded) or not _defers(result):
+        return result
+    return _Carrier(result, metadata, guarded)  # type: ignore[return-value]
+
+
+def _relay(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    metadata = pop_usage_metadata(kwargs)
+    if metadata is None:
+        return wrapped(*args, **kwargs)
+    token = _relayed.set(metadata)
+    try:
+        result = wrapped(*args, **kwargs)
+    finally:
+        _relayed.reset(token)
+    if inspect.isawaitable(result):
+        return _arelayed(result, metadata)
+    return carry(result, metadata)
+
+
+async def _arelayed(awaitable: Awaitable[Any], metadata: Mapping[str, Any]) -> Any:
+    """An async method's coroutine, awaited with its metadata relayed."""
+    token = _relayed.set(metadata)
+    try:
+        result = await awaitable
+    finally:
+        _relayed.reset(token)
+    return carry(result, metadata)
+
+
+# -- the check ----------------------------------------------------------------------
 
 
 def already_checked() -> bool:
@@ -101,8 +241,7 @@ def checked(
     """Run ``call`` once the check passes; inner hooks skip their own check."""
     if _inside.get():
         return call()
-    engine = target.engine or _default.get()
-    engine.check(
+    hooked_engine().check(
         _metadata(call_metadata),
         model=model if type(model) is str else _model(model),
         provider=provider,
@@ -128,8 +267,7 @@ async def achecked(
     """:func:`checked` for coroutines: the check never blocks the event loop."""
     if _inside.get():
         return await call()
-    engine = target.engine or _default.get()
-    await engine.acheck(_metadata(call_metadata), model=_model(model), provider=provider)
+    await hooked_engine().acheck(_metadata(call_metadata), model=_model(model), provider=provider)
     return await aunchecked(call)
 
 
@@ -146,65 +284,145 @@ def _model(model: Any) -> Optional[str]:
     return model if isinstance(model, str) else None
 
 
+# -- the wrapper factory ----------------------------------------------------------
+
+
+class Call(NamedTuple):
+    """What a costly call is: the provider label it is checked under, and its model."""
+
+    provider: str
+    model: Optional[str] = None
+
+
+#: ``describe(instance, args, kwargs)``: the :class:`Call`, or None when the call is free.
+Describe = Callable[[Any, tuple[Any, ...], dict[str, Any]], Optional[Call]]
+
+
+def read_call(
+    describe: Describe, fallback_provider: str, instance: Any, args: tuple[Any, ...], kwargs: Any
+) -> Optional[Call]:
+    """``describe``'s answer, never an exception: a call it cannot read is costly, model unknown.
+
+    A rule filtered to a model then still covers it, so a describer's blind
+    spot never lets a covered call through.
+    """
+    try:
+        return describe(instance, args, kwargs)
+    except Exception:
+        logger.debug("Could not read a hooked call; checking it with no model", exc_info=True)
+        return Call(fallback_provider)
+
+
+def guard(describe: Describe, fallback_provider: str, *, asynchronous: bool) -> Wrapper:
+    """The wrapper that checks a method's costly calls before the original runs.
+
+    It removes ``usage_metadata=``, asks ``describe`` what the call is, and
+    calls the original unchecked when it is free. ``asynchronous`` picks a
+    coroutine wrapper that awaits the check without blocking the event loop.
+    """
+
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        metadata = pop_usage_metadata(kwargs)
+        call = read_call(describe, fallback_provider, instance, args, kwargs)
+        if call is None:
+            return wrapped(*args, **kwargs)
+        return checked(call.provider, call.model, metadata, lambda: wrapped(*args, **kwargs))
+
+    async def awrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        metadata = pop_usage_metadata(kwargs)
+        call = read_call(describe, fallback_provider, instance, args, kwargs)
+        if call is None:
+            return await wrapped(*args, **kwargs)
+        return await achecked(call.provider, call.model, metadata, lambda: wrapped(*args, **kwargs))
+
+    return awrapper if asynchronous else wrapper
+
+
+# -- versions and status ----------------------------------------------------------
+
+_RELEASE = re.compile(r"\d+(?:\.\d+)*")
+
+
+def release(version: str) -> tuple[int, ...]:
+    """The numeric release of a version string: ``"1.110.2rc1"`` -> ``(1, 110, 2)``."""
+    match = _RELEASE.match(version.strip().lstrip("vV"))
+    return tuple(int(part) for part in match.group(0).split(".")) if match else ()
+
+
+@dataclass(frozen=True)
+class HookStatus:
+    """What ``instrument()`` did for one provider SDK, as data.
+
+    ``state`` is one of:
+
+    - ``"patched"``: its funnels are wrapped and its calls are checked;
+    - ``"waiting"``: instrumented, the SDK not imported yet (patched on import);
+    - ``"skipped"``: not patched, because the SDK is not installed or its
+      version is older than the hooks support (``reason`` says which);
+    - ``"failed"``: a funnel the hooks rely on is missing (``missing`` names
+      it) or patching raised; calls through what is missing are not checked;
+    - ``"off"``: not instrumented.
+
+    A version newer than the tested range is patched when every funnel is
+    found (``reason`` says it is untested): a new SDK release must not
+    silently switch cost control off.
+    """
+
+    provider: str
+    state: str
+    distribution: str
+    version: Optional[str]
+    supported: str
+    reason: Optional[str] = None
+    missing: tuple[str, ...] = ()
+
+
 class Instrumentor:
     """One provider SDK's hooks: patched when the SDK is imported, restored on uninstrument.
 
     A subclass names the module it patches and the versions it supports, and
-    implements :meth:`patch`, wrapping attributes with :meth:`wrap`.
+    implements :meth:`patch` with :meth:`hook`, :meth:`relay` and :meth:`wrap`.
     """
 
     #: the provider's name for ``instrument("openai")``.
     name: str = ""
     #: the import name of the SDK module whose import triggers patching.
     module: str = ""
-    #: the distribution whose version is checked, and the supported range, for messages.
+    #: the distribution whose version is checked.
     distribution: str = ""
-    supported: str = ""
+    #: the supported releases: oldest (inclusive) and the first unsupported one.
+    minimum: tuple[int, ...] = ()
+    below: tuple[int, ...] = ()
+    #: the label a call is checked under when its describer cannot read it.
+    provider: str = ""
 
     def __init__(self) -> None:
         self._saved: list[tuple[Any, str, Any]] = []
+        self._missing: list[str] = []
+        self._failure: Optional[str] = None
         self._wanted = False
         self._hook_registered = False
+        self._lock = threading.RLock()
+
+    # -- what it supports
 
     @property
-    def patched(self) -> bool:
-        return bool(self._saved)
+    def supported(self) -> str:
+        """The supported range, as a requirement reads: ``">=1.0,<4"``."""
+        parts = []
+        if self.minimum:
+            parts.append(">=" + ".".join(map(str, self.minimum)))
+        if self.below:
+            parts.append("<" + ".".join(map(str, self.below)))
+        return ",".join(parts)
 
-    def instrument(self) -> None:
-        """Patch now if the SDK is imported, else as soon as it is."""
-        self._wanted = True
-        if self.patched:
-            return
-        module = sys.modules.get(self.module)
-        if module is not None:
-            self._apply(module)
-        elif not self._hook_registered:
-            self._hook_registered = True
-            wrapt.register_post_import_hook(self._on_import, self.module)
-
-    def uninstrument(self) -> None:
-        """Put back every original attribute, exactly as it was."""
-        self._wanted = False
-        for owner, attribute, original in reversed(self._saved):
-            setattr(owner, attribute, original)
-        self._saved.clear()
-
-    def _on_import(self, module: ModuleType) -> None:
-        if self._wanted and not self.patched:
-            self._apply(module)
-
-    def _apply(self, module: ModuleType) -> None:
-        try:
-            self.patch(module)
-        except Exception:
-            logger.warning(
-                "Could not hook %s %s; its calls are not checked",
-                self.name,
-                self.version() or "",
-                exc_info=True,
-            )
-            self.uninstrument()
-            self._wanted = True
+    def instrumentation_dependencies(self) -> tuple[str, ...]:
+        """The requirement this instrumentor supports, as OpenTelemetry's instrumentors say it."""
+        return (f"{self.distribution or self.module} {self.supported}".strip(),)
 
     def version(self) -> Optional[str]:
         try:
@@ -212,21 +430,129 @@ class Instrumentor:
         except importlib.metadata.PackageNotFoundError:
             return None
 
+    # -- what it did
+
+    @property
+    def patched(self) -> bool:
+        return bool(self._saved)
+
+    def status(self) -> HookStatus:
+        """What this instrumentor did, as data (see :class:`HookStatus`)."""
+        version = self.version()
+
+        def state(name: str, reason: Optional[str] = None) -> HookStatus:
+            return HookStatus(
+                provider=self.name,
+                state=name,
+                distribution=self.distribution or self.module,
+                version=version,
+                supported=self.supported,
+                reason=reason,
+                missing=tuple(self._missing),
+            )
+
+        if version is None:
+            return state("skipped", "not installed")
+        too_old = self._too_old(version)
+        if too_old is not None:
+            return state("skipped", too_old)
+        if self._failure is not None or self._missing:
+            return state("failed", self._failure or "missing " + ", ".join(self._missing))
+        if self.patched:
+            return state("patched", self._untested(version))
+        if self._wanted:
+            return state("waiting", f"patched when {self.module} is imported")
+        return state("off")
+
+    def _too_old(self, version: str) -> Optional[str]:
+        if self.minimum and release(version) < self.minimum:
+            return f"version {version} is older than the supported {self.supported}"
+        return None
+
+    def _untested(self, version: str) -> Optional[str]:
+        if self.below and release(version) >= self.below:
+            return f"version {version} is newer than the tested {self.supported}"
+        return None
+
+    # -- patching
+
+    def instrument(self) -> None:
+        """Patch now if the SDK is imported, else as soon as it is."""
+        with self._lock:
+            self._wanted = True
+            if self.patched:
+                return
+            module = sys.modules.get(self.module)
+            if module is not None:
+                self._apply(module)
+            elif not self._hook_registered:
+                self._hook_registered = True
+                wrapt.register_post_import_hook(self._on_import, self.module)
+
+    def uninstrument(self) -> None:
+        """Put back every original attribute, exactly as it was."""
+        with self._lock:
+            self._wanted = False
+            self._restore()
+
+    def _restore(self) -> None:
+        for owner, attribute, original in reversed(self._saved):
+            setattr(owner, attribute, original)
+        self._saved.clear()
+
+    def _on_import(self, module: ModuleType) -> None:
+        with self._lock:
+            if self._wanted and not self.patched:
+                self._apply(module)
+
+    def _apply(self, module: ModuleType) -> None:
+        version = self.version() or "unknown"
+        self._missing.clear()
+        self._failure = None
+        too_old = self._too_old(version) if version != "unknown" else None
+        if too_old is not None:
+            logger.warning("Not hooking %s: %s; its calls are not checked", self.name, too_old)
+            return
+        try:
+            self.patch(module)
+        except Exception as error:
+            self._restore()
+            self._failure = f"patching raised {type(error).__name__}: {error}"
+            logger.warning(
+                "Could not hook %s %s; its calls are not checked",
+                self.name,
+                version,
+                exc_info=True,
+            )
+            return
+        if self._missing:
+            logger.warning(
+                "%s %s has no %s; calls through it are not checked",
+                self.distribution or self.name,
+                version,
+                ", ".join(self._missing),
+            )
+        untested = self._untested(version)
+        if untested is not None and not self._missing:
+            logger.warning("Hooked %s, but %s", self.name, untested)
+
     def patch(self, module: ModuleType) -> None:
         raise NotImplementedError
 
-    def wrap(
-        self,
-        owner: Any,
-        attribute: str,
-        wrapper: Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any],
-    ) -> bool:
-        """Wrap ``owner.attribute`` (a class or module member); False when it is absent."""
+    def wrap(self, owner: Any, attribute: str, wrapper: Wrapper, *, required: bool = False) -> bool:
+        """Wrap ``owner.attribute`` (a class or module member); False when it is absent.
+
+        A ``required`` attribute is a funnel the hooks rely on: its absence is
+        reported in :meth:`status` and warned about once.
+        """
         original = owner.__dict__.get(attribute) if hasattr(owner, "__dict__") else None
         if original is None:
             original = getattr(owner, attribute, None)
         if original is None:
-            logger.debug("%s has no %s to hook", owner, attribute)
+            if required:
+                self._missing.append(f"{_name_of(owner)}.{attribute}")
+            else:
+                logger.debug("%s has no %s to hook", owner, attribute)
             return False
         if any(
             saved_owner is owner and saved_attribute == attribute
@@ -236,3 +562,23 @@ class Instrumentor:
         setattr(owner, attribute, wrapt.FunctionWrapper(original, wrapper))
         self._saved.append((owner, attribute, original))
         return True
+
+    def hook(
+        self, owner: Any, attribute: str, describe: Describe, *, required: bool = False
+    ) -> bool:
+        """Check ``owner.attribute``'s costly calls, as ``describe`` tells them, before they run."""
+        original = getattr(owner, attribute, None)
+        asynchronous = inspect.iscoroutinefunction(original)
+        wrapper = guard(describe, self.provider, asynchronous=asynchronous)
+        return self.wrap(owner, attribute, wrapper, required=required)
+
+    def relay(self, owner: Any, attribute: str) -> bool:
+        """Let a public method accept ``usage_metadata=`` and hand it to the funnel below."""
+        return self.wrap(owner, attribute, _relay)
+
+
+def _name_of(owner: Any) -> str:
+    if isinstance(owner, ModuleType):
+        return owner.__name__
+    module = getattr(owner, "__module__", "")
+    return f"{module}.{getattr(owner, '__qualname__', type(owner).__name__)}".lstrip(".")

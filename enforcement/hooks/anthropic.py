@@ -180,7 +180,8 @@ class AnthropicInstrumentor(StainlessInstrumentor):
     name = "anthropic"
     module = "anthropic"
     distribution = "anthropic"
-    supported = ">=0.30,<3"
+    minimum = (0, 30)
+    below = (3,)
 
     public_methods = _PUBLIC_METHODS
 

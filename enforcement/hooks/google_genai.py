@@ -181,7 +181,8 @@ class GoogleGenAIInstrumentor(Instrumentor):
     name = "google-genai"
     module = "google.genai"
     distribution = "google-genai"
-    supported = ">=1.0,<4"
+    minimum = (1, 0)
+    below = (4,)
 
     def patch(self, module: ModuleType) -> None:
         api_client = importlib.import_module("google.genai._api_client")

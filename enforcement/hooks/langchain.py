@@ -37,7 +37,6 @@ from typing import Any, Callable, Optional, cast
 
 import wrapt
 
-from .._default import _default
 from .._engine import Engine
 from .._metadata import current_metadata, merge_metadata
 from . import _base
@@ -221,7 +220,7 @@ class _Checks:
         provider, model, call = _facts(
             serialized, metadata, kwargs.get("invocation_params"), self.usage_metadata
         )
-        engine = self.engine or _base.target.engine or _default.get()
+        engine = self.engine or _base.hooked_engine()
         return engine, current_metadata(call), model, provider
 
     def _hold(self, run_id: Any) -> None:
@@ -424,7 +423,8 @@ class LangChainInstrumentor(Instrumentor):
     name = "langchain"
     module = "langchain_core"
     distribution = "langchain-core"
-    supported = ">=0.3,<2"
+    minimum = (0, 3)
+    below = (2,)
 
     def __init__(self) -> None:
         super().__init__()

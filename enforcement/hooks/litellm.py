@@ -34,7 +34,6 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from .._default import _default
 from .._engine import Engine
 from .._errors import BudgetExceededError
 from .._metadata import current_metadata, merge_metadata
@@ -43,8 +42,8 @@ from ._base import (
     achecked,
     aunchecked,
     checked,
+    hooked_engine,
     pop_usage_metadata,
-    target,
     unchecked,
 )
 
@@ -188,7 +187,8 @@ class LiteLLMInstrumentor(Instrumentor):
     name = "litellm"
     module = "litellm"
     distribution = "litellm"
-    supported = ">=1.40,<2"
+    minimum = (1, 40)
+    below = (2,)
 
     def __init__(self) -> None:
         super().__init__()
@@ -453,7 +453,7 @@ def _guardrail_class() -> type:
             except Exception:
                 logger.debug("Could not read the proxied request", exc_info=True)
                 caller, model = {}, requested if isinstance(requested, str) else None
-            engine = self.engine or target.engine or _default.get()
+            engine = self.engine or hooked_engine()
             try:
                 await engine.acheck(current_metadata(caller), model=model, provider=PROVIDER)
             except BudgetExceededError as error:

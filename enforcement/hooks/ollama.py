@@ -26,29 +26,21 @@ which they hand to the funnel for the duration of the call. A module function
 bound with ``from ollama import chat`` before instrumenting is still checked,
 but does not accept the keyword.
 
-The provider is ``ollama``; the model is the request body's ``model``, as the
-caller spelled it (``llama3.2`` and ``llama3.2:latest`` are different names to
-a rule).
+The provider is ``OLLAMA``, as the reference labels it; the model is the
+request body's ``model``, as the caller spelled it (``llama3.2`` and
+``llama3.2:latest`` are different names to a rule).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from types import ModuleType
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-from ._base import (
-    Instrumentor,
-    achecked,
-    checked,
-    pop_usage_metadata,
-    reset_call_metadata,
-    stash_call_metadata,
-)
+from .._providers import OLLAMA
+from ._base import Call, Instrumentor
 
-__all__ = ["COSTLY_PATHS", "INSTRUMENTOR", "OllamaInstrumentor"]
-
-PROVIDER = "ollama"
+__all__ = ["COSTLY_PATHS", "INSTRUMENTOR", "OllamaInstrumentor", "describe"]
 
 #: POST paths that run a model, as the SDK passes them to ``_request``.
 COSTLY_PATHS = frozenset(
@@ -59,69 +51,19 @@ COSTLY_PATHS = frozenset(
 _PUBLIC_METHODS = ("chat", "generate", "embed", "embeddings", "systemone")
 
 
-def _costly_model(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Optional[str]]:
-    """Whether ``_request(cls, method, path, json=...)`` runs a model, and which; never raises."""
-    try:
-        method = args[1] if len(args) > 1 else kwargs.get("method")
-        path = args[2] if len(args) > 2 else kwargs.get("url")
-        if not isinstance(method, str) or method.upper() != "POST" or not isinstance(path, str):
-            return False, None
-        if "://" in path:  # an absolute URL: keep its path
-            path = "/" + path.split("://", 1)[1].partition("/")[2]
-        path = path.split("?", 1)[0].rstrip("/")
-        if path not in COSTLY_PATHS:
-            return False, None
-        body = kwargs.get("json")
-        model = body.get("model") if isinstance(body, Mapping) else None
-        return True, model if isinstance(model, str) and model else None
-    except Exception:
-        return True, None
-
-
-def _accept_usage_metadata(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """Strip ``usage_metadata=`` and hand it to the funnel while the call runs."""
-    metadata = pop_usage_metadata(kwargs)
-    if metadata is None:
-        return wrapped(*args, **kwargs)
-    token = stash_call_metadata(metadata)
-    try:
-        return wrapped(*args, **kwargs)
-    finally:
-        reset_call_metadata(token)
-
-
-async def _aaccept_usage_metadata(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """:func:`_accept_usage_metadata` for ``AsyncClient``: held until the coroutine is done."""
-    metadata = pop_usage_metadata(kwargs)
-    if metadata is None:
-        return await wrapped(*args, **kwargs)
-    token = stash_call_metadata(metadata)
-    try:
-        return await wrapped(*args, **kwargs)
-    finally:
-        reset_call_metadata(token)
-
-
-def _request(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    costly, model = _costly_model(args, kwargs)
-    if not costly:
-        return wrapped(*args, **kwargs)
-    return checked(PROVIDER, model, None, lambda: wrapped(*args, **kwargs))
-
-
-async def _arequest(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    costly, model = _costly_model(args, kwargs)
-    if not costly:
-        return await wrapped(*args, **kwargs)
-    return await achecked(PROVIDER, model, None, lambda: wrapped(*args, **kwargs))
+def describe(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Optional[Call]:
+    """What ``_request(cls, method, path, json=...)`` runs: a model, or None when it is free."""
+    method = args[1] if len(args) > 1 else kwargs.get("method")
+    path = args[2] if len(args) > 2 else kwargs.get("url")
+    if not isinstance(method, str) or method.upper() != "POST" or not isinstance(path, str):
+        return None
+    if "://" in path:  # an absolute URL: keep its path
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
+    if path.split("?", 1)[0].rstrip("/") not in COSTLY_PATHS:
+        return None
+    body = kwargs.get("json")
+    model = body.get("model") if isinstance(body, Mapping) else None
+    return Call(OLLAMA, model if isinstance(model, str) and model else None)
 
 
 class OllamaInstrumentor(Instrumentor):
@@ -130,24 +72,21 @@ class OllamaInstrumentor(Instrumentor):
     name = "ollama"
     module = "ollama"
     distribution = "ollama"
-    supported = ">=0.4,<1"
+    minimum = (0, 4)
+    below = (1,)
+    provider = OLLAMA
 
     def patch(self, module: ModuleType) -> None:
         client, async_client = module.Client, module.AsyncClient
-        if "_request" not in client.__dict__ or "_request" not in async_client.__dict__:
-            raise RuntimeError("ollama's clients have no _request funnel")
-        self.wrap(client, "_request", _request)
-        self.wrap(async_client, "_request", _arequest)
-        for owner, accept in (
-            (client, _accept_usage_metadata),
-            (async_client, _aaccept_usage_metadata),
-        ):
+        self.hook(client, "_request", describe, required=True)
+        self.hook(async_client, "_request", describe, required=True)
+        for owner in (client, async_client):
             for name in _PUBLIC_METHODS:
                 if name in owner.__dict__:
-                    self.wrap(owner, name, accept)
+                    self.relay(owner, name)
         for name in _PUBLIC_METHODS:  # bound methods of the default client, made at import
             if callable(module.__dict__.get(name)):
-                self.wrap(module, name, _accept_usage_metadata)
+                self.relay(module, name)
 
 
 INSTRUMENTOR = OllamaInstrumentor()

@@ -97,7 +97,8 @@ class OpenAIInstrumentor(StainlessInstrumentor):
     name = "openai"
     module = "openai"
     distribution = "openai"
-    supported = ">=1.0,<4"
+    minimum = (1, 0)
+    below = (4,)
 
     public_methods = _PUBLIC_METHODS
 

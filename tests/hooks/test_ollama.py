@@ -25,7 +25,8 @@ from ollama import (
 
 import enforcement
 from enforcement import BudgetExceededError, Engine
-from enforcement.hooks.ollama import INSTRUMENTOR, _costly_model
+from enforcement.hooks._base import Call, read_call
+from enforcement.hooks.ollama import INSTRUMENTOR, describe
 
 from .conftest import breached_rule
 from .fake_ollama import MISSING, FakeOllama
@@ -497,4 +498,7 @@ class _Explosive(dict[str, Any]):
 def test_reading_the_request_never_raises(
     args: tuple[Any, ...], kwargs: dict[str, Any], expected: tuple[bool, Any]
 ) -> None:
-    assert _costly_model(args, kwargs) == expected
+    costly, model = expected
+    assert read_call(describe, "OLLAMA", None, args, kwargs) == (
+        Call("OLLAMA", model) if costly else None
+    )
