@@ -31,7 +31,7 @@ from ._feed import RetryPolicy
 from ._metadata import usage_metadata
 from ._ruleset import RuleVerdict
 from ._settings import Settings
-from .hooks import instrument, uninstrument
+from .hooks import HookStatus, hook_status, instrument, uninstrument
 
 __all__ = [
     "BudgetExceededError",
@@ -40,6 +40,7 @@ __all__ = [
     "Engine",
     "EngineStatus",
     "Explanation",
+    "HookStatus",
     "RetryPolicy",
     "RuleVerdict",
     "Settings",
@@ -50,6 +51,7 @@ __all__ = [
     "fetch_advisory_budgets",
     "fetch_enforcement_rule",
     "fetch_enforcement_rule_roster",
+    "hook_status",
     "instrument",
     "normalize_email",
     "set_default_engine",
