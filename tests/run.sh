@@ -1,10 +1,55 @@
 #!/usr/bin/env bash
-# Set up a virtualenv, then lint, type-check and run the whole suite.
+# Set up a virtualenv, then lint, type-check and run the tests.
+#
+#   bash tests/run.sh [pytest args]   the whole suite, with exactly the versions in
+#                                     tests/constraints.txt (what CI runs)
+#   bash tests/run.sh --latest        the newest release of every provider SDK, hook suite;
+#                                     prints each SDK's version and its pass or fail
+#   bash tests/run.sh --pythons       the core suite (no provider SDKs) on every CPython
+#                                     3.9 and newer found on PATH, locked like the default
+#
+# Regenerate the lock with `bash tests/lock.sh` when pyproject.toml's extras change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
-.venv/bin/ruff check .
-.venv/bin/ruff format --check .
-.venv/bin/mypy
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+PIP=(-m pip install -q --disable-pip-version-check)
+SDKS=(openai anthropic google-genai ollama litellm langchain-core boto3 google-cloud-aiplatform
+  perplexityai fal-client)
+
+locked() {
+  python3 -m venv .venv
+  .venv/bin/python "${PIP[@]}" -c tests/constraints.txt -e '.[test]'
+  .venv/bin/ruff check .
+  .venv/bin/ruff format --check .
+  .venv/bin/mypy
+  .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+}
+
+latest() {
+  rm -rf .venv-latest
+  python3 -m venv .venv-latest
+  .venv-latest/bin/python "${PIP[@]}" -e '.[test]'
+  .venv-latest/bin/python "${PIP[@]}" --upgrade "${SDKS[@]}"
+  .venv-latest/bin/python tests/sdk_report.py "${SDKS[@]}" -- \
+    -q -p no:cacheprovider tests/hooks "$@"
+}
+
+pythons() {
+  local failed=0 python version
+  for version in 3.9 3.10 3.11 3.12 3.13 3.14 3.15; do
+    python=$(command -v "python$version" || true)
+    [[ -n $python ]] && "$python" -c 'pass' 2>/dev/null || continue
+    echo "== Python $version"
+    rm -rf ".venv-$version"
+    "$python" -m venv ".venv-$version"
+    ".venv-$version/bin/python" "${PIP[@]}" -c tests/constraints.txt -e '.[test-core]'
+    ".venv-$version/bin/python" -m pytest -q -p no:cacheprovider --ignore=tests/hooks "$@" \
+      || failed=1
+  done
+  return $failed
+}
+
+case "${1:-}" in
+  --latest) shift; latest "$@" ;;
+  --pythons) shift; pythons "$@" ;;
+  *) locked "$@" ;;
+esac

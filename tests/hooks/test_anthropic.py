@@ -382,7 +382,7 @@ async def test_async_stream_manager_is_checked_on_enter_before_the_request(
     manager = aclient.messages.stream(  # type: ignore[call-arg]
         model=MODEL, max_tokens=8, messages=MESSAGES, usage_metadata={"organizationName": "acme"}
     )
-    assert type(manager) is AsyncMessageStreamManager
+    assert isinstance(manager, AsyncMessageStreamManager)  # proxied: it carries the metadata
     engine.load_payload(ACME)  # loaded after the manager was made: judged when it is entered
     with pytest.raises(BudgetExceededError):
         async with manager:
