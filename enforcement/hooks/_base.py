@@ -497,7 +497,10 @@ class Instrumentor:
 
     def _restore(self) -> None:
         for owner, attribute, original in reversed(self._saved):
-            setattr(owner, attribute, original)
+            if original is _INHERITED:
+                delattr(owner, attribute)  # it was its base's: inherited again, as before
+            else:
+                setattr(owner, attribute, original)
         self._saved.clear()
 
     def _on_import(self, module: ModuleType) -> None:
@@ -545,7 +548,8 @@ class Instrumentor:
         A ``required`` attribute is a funnel the hooks rely on: its absence is
         reported in :meth:`status` and warned about once.
         """
-        original = owner.__dict__.get(attribute) if hasattr(owner, "__dict__") else None
+        own = getattr(owner, "__dict__", {})
+        original = own.get(attribute)
         if original is None:
             original = getattr(owner, attribute, None)
         if original is None:
@@ -559,8 +563,9 @@ class Instrumentor:
             for saved_owner, saved_attribute, _ in self._saved
         ):
             return True
+        saved = original if attribute in own else _INHERITED  # before setattr changes ``own``
         setattr(owner, attribute, wrapt.FunctionWrapper(original, wrapper))
-        self._saved.append((owner, attribute, original))
+        self._saved.append((owner, attribute, saved))
         return True
 
     def hook(
@@ -575,6 +580,10 @@ class Instrumentor:
     def relay(self, owner: Any, attribute: str) -> bool:
         """Let a public method accept ``usage_metadata=`` and hand it to the funnel below."""
         return self.wrap(owner, attribute, _relay)
+
+
+#: saved in place of an original that the owner inherited rather than defined.
+_INHERITED = object()
 
 
 def _name_of(owner: Any) -> str:

@@ -11,7 +11,7 @@ import pytest
 import enforcement
 from enforcement import BudgetExceededError, Engine
 from enforcement.hooks import PROVIDERS
-from enforcement.hooks._base import achecked, checked
+from enforcement.hooks._base import _INHERITED, achecked, checked
 
 from ._fake_server import FakeServer
 from .conformance import TABLES, Case, Table, load_table
@@ -196,6 +196,10 @@ async def test_uninstrument_restores_every_original(
     assert enforcement.hook_status(provider)[provider].state == "patched"
     enforcement.uninstrument(provider)
     for owner, attribute, original in saved:
-        assert getattr(owner, "__dict__", {}).get(attribute, getattr(owner, attribute)) is original
+        own = getattr(owner, "__dict__", {})
+        if original is _INHERITED:
+            assert attribute not in own, f"{owner}.{attribute} was inherited, now defined"
+        else:
+            assert own.get(attribute, getattr(owner, attribute)) is original
     counting.load_payload([breached_rule()])
     await caller.allowed()
