@@ -33,11 +33,23 @@ latest() {
     -q -p no:cacheprovider tests/hooks "$@"
 }
 
+# The interpreter for one Python version: on PATH, or installed by pyenv but not selected.
+interpreter() {
+  local candidate
+  for candidate in "$(command -v "python$1" || true)" \
+    "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$1".*/bin/"python$1"; do
+    if [[ -x $candidate ]] && "$candidate" -c 'pass' 2>/dev/null; then
+      echo "$candidate"
+      return
+    fi
+  done
+}
+
 pythons() {
   local failed=0 python version
   for version in 3.9 3.10 3.11 3.12 3.13 3.14 3.15; do
-    python=$(command -v "python$version" || true)
-    [[ -n $python ]] && "$python" -c 'pass' 2>/dev/null || continue
+    python=$(interpreter "$version")
+    [[ -n $python ]] || continue
     echo "== Python $version"
     rm -rf ".venv-$version"
     "$python" -m venv ".venv-$version"
