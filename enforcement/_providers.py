@@ -17,11 +17,14 @@ __all__ = [
     "ANTHROPIC",
     "AWS",
     "AZURE",
+    "COHERE",
     "FAL",
     "FOUNDRY",
     "GOOGLE",
     "GOOGLE_LABELS",
+    "HUGGINGFACE",
     "LITELLM",
+    "MISTRAL",
     "OLLAMA",
     "OPENAI",
     "PERPLEXITY",
@@ -29,7 +32,8 @@ __all__ = [
     "XAI_LABELS",
 ]
 
-#: the openai SDK against api.openai.com (and any host not named below).
+#: the openai SDK against api.openai.com (and any host not named below); also
+#: what the LangChain callback says for a vendor it has no label for.
 OPENAI = "OPENAI"
 #: the openai SDK's Azure clients, or any base URL naming azure.
 AZURE = "Azure"
@@ -37,18 +41,25 @@ AZURE = "Azure"
 OLLAMA = "OLLAMA"
 #: xAI through the openai SDK.
 XAI = "XAI"
-#: the anthropic SDK, first party, and Claude on Google Vertex AI.
+#: the anthropic SDK: first party, the AWS and Google Cloud gateways, Claude on
+#: Vertex AI and the Bedrock Mantle client (no host below names them).
 ANTHROPIC = "ANTHROPIC"
-#: Amazon Bedrock: the anthropic SDK's Bedrock clients and boto3's bedrock-runtime.
+#: Amazon Bedrock: any anthropic client whose base URL is on amazonaws.com
+#: (AnthropicBedrock's default), boto3's bedrock-runtime, LangChain's Bedrock models.
 AWS = "AWS"
-#: Microsoft Foundry's Anthropic client; counts toward ANTHROPIC caps too.
+#: Microsoft Foundry's Anthropic client or host; counts toward ANTHROPIC caps too.
 FOUNDRY = "Foundry"
-#: Gemini: google-genai (either backend) and the Vertex AI SDK.
+#: Gemini: google-genai (either backend), the Vertex AI SDK, LangChain's Google models.
 GOOGLE = "Google"
 #: every LiteLLM call, with the model as LiteLLM routes it.
 LITELLM = "LITELLM"
-#: the native Perplexity SDK.
+#: the native Perplexity SDK, and chat or Responses calls of the openai SDK
+#: pointed at a base URL naming perplexity.
 PERPLEXITY = "PERPLEXITY"
+#: LangChain's Cohere, Hugging Face and Mistral models (the callback's own labels).
+COHERE = "COHERE"
+HUGGINGFACE = "HUGGINGFACE"
+MISTRAL = "MISTRAL"
 #: fal.ai's client, with the application id as the model.
 FAL = "fal_ai"
 

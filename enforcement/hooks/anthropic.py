@@ -15,8 +15,15 @@ that only interrupt an agent (which stops spending) are free.
 The Bedrock and Vertex clients rewrite ``/v1/messages`` to their own paths
 (``/model/<id>/invoke``, ``.../models/<id>:rawPredict``) and move the model
 out of the body only later, per attempt, inside the SDK, so the hook sees the
-Anthropic path and the body's model for every client. The provider label
-follows the client's class, see :func:`provider_label`.
+Anthropic path and the body's model for every client. The provider label is
+decided as the reference decides it, by the client's base URL and class
+(see :func:`provider_label`): ``AWS`` for a base URL on amazonaws.com (every
+AnthropicBedrock client left on its default endpoint), ``Foundry`` for
+Microsoft Foundry, ``ANTHROPIC`` for every other client, Claude on Vertex AI
+and the Bedrock Mantle client included. A model that names a Bedrock Claude
+id is also known by the id Bedrock reports and by its Claude name, so a rule
+on ``claude-haiku-4-5-20251001`` covers ``us.anthropic.claude-haiku-4-5-20251001-v1:0``
+(see :func:`cap_model`).
 
 A batch carries one model per request: it is checked once for each distinct
 model in it, so a rule on any of them stops the whole batch. Requests given
@@ -32,12 +39,15 @@ reaches the request a stream manager sends later, on ``__enter__``.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
+from .._filters import ModelKnownByAliases
+from .._providers import ANTHROPIC, AWS, FOUNDRY
 from ._stainless import PublicMethods, StainlessInstrumentor
 
-__all__ = ["COSTLY_PATHS", "INSTRUMENTOR", "AnthropicInstrumentor", "provider_label"]
+__all__ = ["COSTLY_PATHS", "INSTRUMENTOR", "AnthropicInstrumentor", "cap_model", "provider_label"]
 
 #: POST paths (query string aside) that spend money.
 COSTLY_PATHS = re.compile(
@@ -69,18 +79,19 @@ _PUBLIC_METHODS: PublicMethods = (
     ("anthropic.resources.beta.deployments", ("Deployments", "AsyncDeployments"), ("run",)),
 )
 
-# Client classes (the SDK's own, by name) -> provider label; any other client is "anthropic".
-_LABELS: Mapping[str, str] = {
-    "BaseBedrockClient": "bedrock",
-    "AnthropicBedrock": "bedrock",
-    "AsyncAnthropicBedrock": "bedrock",
-    "BaseMantleClient": "bedrock",
-    "BaseVertexClient": "vertex",
-    "AnthropicVertex": "vertex",
-    "AsyncAnthropicVertex": "vertex",
-    "BaseFoundryClient": "foundry",
-}
-_known_labels: dict[type, str] = {}
+# What names a client's calls as Bedrock's or Foundry's, as the reference reads it.
+_BEDROCK_HOST = "amazonaws.com"
+_FOUNDRY_HOST = "services.ai.azure.com"
+_FOUNDRY_CLASS = "foundry"  # in the name of a class the anthropic package defines
+
+# Bedrock model ids: ``[<geography>.]anthropic.<name>[-v<n>:<n>]``, or an ARN naming one.
+_VENDOR_PREFIX = "anthropic."
+_BEDROCK_VERSION = re.compile(r"-v\d+:\d+$")
+_NAMING_ARN = re.compile(r":(?:foundation-model|inference-profile)/([^/]+)$")
+_UNNAMED_CLAUDE = "claude"  # the legacy ``anthropic.claude-v2:1`` names no model
+
+_foundry_classes: dict[type, bool] = {}
+_labels: weakref.WeakKeyDictionary[Any, tuple[Any, str]] = weakref.WeakKeyDictionary()
 
 
 def _costly_path(options: Any) -> Optional[str]:
@@ -141,37 +152,97 @@ def _batch_models(requests: Any) -> list[Optional[str]]:
 
 
 def _models(path: str, options: Any) -> list[Optional[str]]:
-    """The models a costly request runs; never raises."""
+    """The models a costly request runs; never raises.
+
+    A request's own model is the one the method was given (the body before
+    ``extra_body``), as the reference reads ``kwargs["model"]``.
+    """
     try:
         if path == _BATCHES:
             return _batch_models(_field(options, "requests"))
-        return [_model_name(_field(options, "model"))]
+        body = getattr(options, "json_data", None)
+        return [_model_name(body.get("model")) if isinstance(body, Mapping) else None]
     except Exception:
         return [None]
 
 
-def provider_label(client: Any) -> str:
-    """The provider label a client's calls are checked under, decided by its class.
+def cap_model(model: Optional[str], provider: str) -> Optional[str]:
+    """The model a rule judges a call by: a Bedrock Claude id with the other names it goes by.
 
-    "bedrock" for the Bedrock and Bedrock Mantle clients, "vertex" for Vertex
-    AI, "foundry" for Microsoft Foundry (which the engine also counts toward
-    "anthropic" caps), "anthropic" for every other client: the first-party
-    API, also when it is served through the AWS or Google Cloud gateways.
+    ``us.anthropic.claude-haiku-4-5-20251001-v1:0`` is also known as
+    ``anthropic.claude-haiku-4-5-20251001-v1:0`` (the id Bedrock reports) and
+    ``claude-haiku-4-5-20251001`` (the Claude model); on ``AWS`` an ARN that
+    names its model is recorded as that model's id. Any other model is
+    judged as given.
     """
-    cls = type(client)
-    label = _known_labels.get(cls)
-    if label is None:
-        label = next(
-            (
-                _LABELS[klass.__name__]
-                for klass in cls.__mro__
-                if klass.__name__ in _LABELS
-                and str(getattr(klass, "__module__", "")).split(".", 1)[0] == "anthropic"
-            ),
-            "anthropic",
-        )
-        _known_labels[cls] = label
+    if model is None or _VENDOR_PREFIX not in model:
+        return model
+    reported = _VENDOR_PREFIX + model.rsplit(_VENDOR_PREFIX, 1)[1]
+    name = _BEDROCK_VERSION.sub("", reported[len(_VENDOR_PREFIX) :])
+    claude = model if name == _UNNAMED_CLAUDE else name
+    recorded = reported
+    if provider == AWS:
+        named = _NAMING_ARN.search(model) if model.startswith("arn:") else None
+        recorded = named.group(1) if named else model
+    if recorded == reported == claude:
+        return recorded
+    return ModelKnownByAliases(recorded, reported, claude)
+
+
+def provider_label(client: Any) -> str:
+    """The provider label a client's calls are checked under, decided as the reference decides.
+
+    ``AWS`` when the client is boto3's bedrock-runtime or its base URL is on
+    amazonaws.com; else ``Foundry`` for a class of the anthropic package named
+    for Foundry (AnthropicFoundry) or a base URL on services.ai.azure.com;
+    else ``ANTHROPIC``. The base URL decides, not the class: an
+    AnthropicBedrock client sent to a proxy is checked as ``ANTHROPIC``, a
+    plain client sent to an API Gateway on amazonaws.com as ``AWS``; Claude
+    on Vertex AI, the AWS and Google Cloud gateways and the Bedrock Mantle
+    client (``bedrock-mantle.<region>.api.aws``) are ``ANTHROPIC``.
+    Remembered per client until its base URL changes. Never raises.
+    """
+    try:
+        base_url = getattr(client, "base_url", None)
+    except Exception:
+        base_url = None
+    try:
+        known = _labels.get(client)
+    except TypeError:  # not weak-referenceable or not hashable: work it out each time
+        return _label(client, base_url)
+    if known is not None and known[0] is base_url:
+        return known[1]
+    label = _label(client, base_url)
+    _labels[client] = (base_url, label)
     return label
+
+
+def _label(client: Any, base_url: Any) -> str:
+    url = str(base_url).lower() if base_url else ""
+    if _BEDROCK_HOST in url or _is_bedrock_runtime(client):
+        return AWS
+    if _is_foundry_class(type(client)) or _FOUNDRY_HOST in url:
+        return FOUNDRY
+    return ANTHROPIC
+
+
+def _is_bedrock_runtime(client: Any) -> bool:
+    try:
+        return bool(client.meta.service_model.service_name == "bedrock-runtime")
+    except Exception:
+        return False
+
+
+def _is_foundry_class(cls: type) -> bool:
+    known = _foundry_classes.get(cls)
+    if known is None:
+        known = any(
+            _FOUNDRY_CLASS in klass.__name__.lower()
+            and str(getattr(klass, "__module__", "")).split(".", 1)[0] == "anthropic"
+            for klass in cls.__mro__
+        )
+        _foundry_classes[cls] = known
+    return known
 
 
 class AnthropicInstrumentor(StainlessInstrumentor):
@@ -189,7 +260,8 @@ class AnthropicInstrumentor(StainlessInstrumentor):
         path = _costly_path(options)
         if path is None:
             return None
-        return provider_label(client), _models(path, options)
+        provider = provider_label(client)
+        return provider, [cap_model(model, provider) for model in _models(path, options)]
 
 
 INSTRUMENTOR = AnthropicInstrumentor()

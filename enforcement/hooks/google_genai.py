@@ -20,10 +20,13 @@ automatic continuation) are not checked again; a stream's requests, sent
 later, carry a private header that tells the funnel the call was checked, and
 the funnel removes it before the SDK builds the request.
 
-The provider is ``vertex`` for a client in Vertex AI mode (``vertexai=True``)
-and ``google`` for the Gemini Developer API. The model is the request's, with
-its resource prefix removed (``models/``, ``publishers/google/models/``...), so
-a rule on ``gemini-2.5-flash`` covers every spelling of it.
+The provider is ``Google`` for both backends, the Gemini Developer API and
+Vertex AI mode (``vertexai=True``), as the reference labels them. A public
+method is checked on its ``model`` argument as the caller spelled it
+(``gemini-2.5-flash``, ``models/gemini-2.5-flash``...), as the reference
+checks it. A request only the funnel sees (a batch, a tuning job, a method
+this hook does not wrap) names its model in the SDK's resource form, so its
+resource prefix is removed (``models/``, ``publishers/google/models/``...).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any, Callable, Optional
 
+from .._providers import GOOGLE
 from ._base import Instrumentor, achecked, checked, pop_usage_metadata
 
 __all__ = ["COSTLY_PATHS", "INSTRUMENTOR", "GoogleGenAIInstrumentor"]
@@ -64,24 +68,18 @@ _STREAMING = ("generate_content_stream",)
 _FUNNEL_ARGUMENTS = ("http_method", "path", "request_dict", "http_options")
 
 
-def model_name(model: Any, vertex: bool = False) -> Optional[str]:
-    """The bare model id: ``publishers/google/models/gemini-2.5-flash`` -> ``gemini-2.5-flash``.
+def model_name(model: Any) -> Optional[str]:
+    """A model in the SDK's resource form, bare: ``publishers/google/models/gemini-2.5-flash``
+    -> ``gemini-2.5-flash``.
 
-    Vertex also takes ``<publisher>/<model>``. Tuned models and endpoints keep
-    their resource name.
+    Tuned models and endpoints keep their resource name.
     """
     if not isinstance(model, str) or not model:
         return None
     prefix = _RESOURCE_PREFIX.match(model)
     if prefix is not None:
         return model[prefix.end() :] or None
-    if vertex and "/" in model and not model.startswith(("projects/", "tunedModels/")):
-        return model.split("/", 1)[1] or None
     return model
-
-
-def _provider(api_client: Any) -> str:
-    return "vertex" if getattr(api_client, "vertexai", False) is True else "google"
 
 
 def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], index: int) -> Any:
@@ -168,11 +166,8 @@ def _marked(kwargs: dict[str, Any], types: Any) -> dict[str, Any]:
 
 
 def _call_of(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, Any]:
-    """The provider and model of a public ``Models`` call; never raises."""
-    api_client = getattr(instance, "_api_client", None)
-    provider = _provider(api_client)
-    model = kwargs.get("model", args[0] if args else None)
-    return provider, model_name(model, vertex=provider == "vertex")
+    """The provider and model of a public ``Models`` call, the model as given; never raises."""
+    return GOOGLE, args[0] if args else kwargs.get("model")
 
 
 class GoogleGenAIInstrumentor(Instrumentor):
@@ -199,7 +194,7 @@ class GoogleGenAIInstrumentor(Instrumentor):
             costly, model = _costly_model(args, kwargs)
             if already or not costly:
                 return wrapped(*args, **kwargs)
-            return checked(_provider(instance), model, None, lambda: wrapped(*args, **kwargs))
+            return checked(GOOGLE, model, None, lambda: wrapped(*args, **kwargs))
 
         async def arequest(
             wrapped: Callable[..., Any],
@@ -211,9 +206,7 @@ class GoogleGenAIInstrumentor(Instrumentor):
             costly, model = _costly_model(args, kwargs)
             if already or not costly:
                 return await wrapped(*args, **kwargs)
-            return await achecked(
-                _provider(instance), model, None, lambda: wrapped(*args, **kwargs)
-            )
+            return await achecked(GOOGLE, model, None, lambda: wrapped(*args, **kwargs))
 
         def method(
             wrapped: Callable[..., Any],

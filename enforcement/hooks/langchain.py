@@ -39,8 +39,23 @@ import wrapt
 
 from .._engine import Engine
 from .._metadata import current_metadata, merge_metadata
+from .._providers import (
+    ANTHROPIC,
+    AWS,
+    AZURE,
+    COHERE,
+    GOOGLE,
+    HUGGINGFACE,
+    LITELLM,
+    MISTRAL,
+    OLLAMA,
+    OPENAI,
+    PERPLEXITY,
+    XAI,
+)
 from . import _base
 from ._base import Instrumentor
+from .openai import url_label
 
 __all__ = [
     "INSTRUMENTOR",
@@ -52,40 +67,36 @@ __all__ = [
 
 logger = logging.getLogger("enforcement.hooks")
 
-#: LangChain's ``ls_provider`` run metadata -> our provider label; others pass through.
+#: LangChain's provider key (a run's ``ls_provider``) -> the label the reference's
+#: callback checks the run under; any other key, or none, is ``OPENAI``.
 PROVIDER_LABELS: Mapping[str, str] = {
-    "openai": "openai",
-    "azure": "azure",
-    "azure_openai": "azure",
-    "anthropic": "anthropic",
-    "google_genai": "google",
-    "google": "google",
-    "google_vertexai": "vertex",
-    "amazon_bedrock": "bedrock",
-    "bedrock": "bedrock",
-    "bedrock_converse": "bedrock",
-    "ollama": "ollama",
-    "litellm": "litellm",
-    "xai": "xai",
+    "openai": OPENAI,
+    "azure": AZURE,
+    "anthropic": ANTHROPIC,
+    "ollama": OLLAMA,
+    "google_genai": GOOGLE,
+    "google_vertexai": GOOGLE,
+    "amazon_bedrock": AWS,
+    "anthropic-bedrock": AWS,
+    "cohere": COHERE,
+    "huggingface": HUGGINGFACE,
+    "mistral": MISTRAL,
+    "litellm": LITELLM,
+    "perplexity": PERPLEXITY,
+    "anthropicvertex": ANTHROPIC,
 }
-# The label for a model class when a run carries no ``ls_provider``.
-_CLASS_LABELS: Mapping[str, str] = {
-    "ChatOpenAI": "openai",
-    "OpenAI": "openai",
-    "AzureChatOpenAI": "azure",
-    "AzureOpenAI": "azure",
-    "ChatAnthropic": "anthropic",
-    "ChatGoogleGenerativeAI": "google",
-    "ChatVertexAI": "vertex",
-    "ChatBedrock": "bedrock",
-    "ChatBedrockConverse": "bedrock",
-    "ChatOllama": "ollama",
-    "OllamaLLM": "ollama",
-    "ChatLiteLLM": "litellm",
-    "ChatXAI": "xai",
-}
-_MODEL_KEYS = ("model", "model_name", "model_id")
-_DEPLOYMENT_KEYS = ("deployment_name", "azure_deployment")
+# Chat models built on the openai SDK's chat completions (ChatOpenAI, AzureChatOpenAI,
+# ChatXAI, ChatDeepSeek...). The reference's openai hook is always installed beside its
+# callback and checks these itself, under the label of the client the model builds.
+_OPENAI_CHAT_KEYS = frozenset(
+    {"openai", "azure", "xai", "deepseek", "together", "cerebras", "upstage", "openai-mantle"}
+)
+# A run with no ``ls_provider``: the first of these in its ``_type`` or class name
+# ("azure" before "openai": AzureChatOpenAI holds both).
+_PROVIDER_MARKERS = ("azure", "anthropic", "ollama", "openai")
+# Where a serialized model keeps the base URL of the client it builds.
+_BASE_URL_KEYS = ("openai_api_base", "base_url", "xai_api_base")
+_MODEL_KEYS = ("model", "model_name")
 _HANDLER_NAMES = ("EnforcementCallbackHandler", "AsyncEnforcementCallbackHandler")
 
 
@@ -145,28 +156,76 @@ def _text(mapping: Mapping[str, Any], keys: Iterable[str]) -> Optional[str]:
     return None
 
 
-def _provider(serialized: Any, metadata: Mapping[str, Any]) -> Optional[str]:
+def _provider_key(serialized: Any, params: Mapping[str, Any], metadata: Mapping[str, Any]) -> Any:
+    """LangChain's name for the run's vendor: its ``ls_provider``, else a marker in its type."""
     announced = metadata.get("ls_provider")
-    if isinstance(announced, str) and announced:
-        label = announced.lower()
-        return PROVIDER_LABELS.get(label, label)
+    if announced:
+        return str(announced).lower()
     ids = serialized.get("id") if isinstance(serialized, Mapping) else None
-    if isinstance(ids, list) and ids and isinstance(ids[-1], str):
-        return _CLASS_LABELS.get(ids[-1])
+    class_name = ids[-1] if isinstance(ids, list) and ids else ""
+    for hint in (params.get("_type"), class_name):
+        hint = str(hint or "").lower()
+        for marker in _PROVIDER_MARKERS:
+            if marker in hint:
+                return marker
     return None
 
 
+def _base_url(serialized: Any) -> str:
+    fields = serialized.get("kwargs") if isinstance(serialized, Mapping) else None
+    if not isinstance(fields, Mapping):
+        return ""
+    for key in _BASE_URL_KEYS:
+        if fields.get(key):
+            return str(fields[key])
+    return ""
+
+
+def _provider(
+    serialized: Any, params: Mapping[str, Any], metadata: Mapping[str, Any], chat: bool
+) -> str:
+    """The label the reference checks the run under.
+
+    A chat model on the openai SDK is checked by the reference's openai hook,
+    under its client's label: ``PERPLEXITY`` for a base URL naming perplexity,
+    ``Azure`` for AzureChatOpenAI, else the base URL's label (``XAI`` for
+    ChatXAI's default). Every other run is checked by the reference's
+    callback, under :data:`PROVIDER_LABELS` (``PERPLEXITY`` for an ``openai``
+    model whose base URL names perplexity).
+    """
+    key = _provider_key(serialized, params, metadata)
+    base_url = _base_url(serialized)
+    calls_perplexity = "perplexity" in base_url.lower()
+    if chat and key in _OPENAI_CHAT_KEYS and metadata.get("ls_model_type") != "llm":
+        if calls_perplexity:
+            return PERPLEXITY
+        if key == "azure":
+            return AZURE
+        if base_url:
+            return url_label(base_url)
+        return XAI if key == "xai" else OPENAI
+    if key == "openai" and calls_perplexity:
+        return PERPLEXITY
+    return PROVIDER_LABELS.get(key, OPENAI) if isinstance(key, str) else OPENAI
+
+
 def _facts(
-    serialized: Any, metadata: Any, params: Any, own: Optional[Mapping[str, Any]]
+    serialized: Any,
+    metadata: Any,
+    params: Any,
+    own: Optional[Mapping[str, Any]],
+    chat: bool = True,
 ) -> tuple[Optional[str], Optional[str], Optional[Mapping[str, Any]]]:
-    """The run's provider label, model and ``usage_metadata``; never raises."""
+    """The run's provider label, model and ``usage_metadata``; never raises.
+
+    The model is the run's ``invocation_params`` ``model`` (else ``model_name``),
+    as the reference reads it; ``chat`` says the run is a chat model's.
+    """
     try:
         metadata = metadata if isinstance(metadata, Mapping) else {}
         params = params if isinstance(params, Mapping) else {}
-        provider = _provider(serialized, metadata)
-        model = (_text(params, _DEPLOYMENT_KEYS) if provider == "azure" else None) or (
-            _text(params, _MODEL_KEYS) or _text(metadata, ("ls_model_name",))
-        )
+        provider = _provider(serialized, params, metadata, chat)
+        model = _text(params, _MODEL_KEYS)
         call = merge_metadata(own, metadata.get("usage_metadata"), params.get("usage_metadata"))
         return provider, model, call or None
     except Exception:
@@ -211,14 +270,14 @@ class _Checks:
         return True
 
     def _call(
-        self, serialized: Any, metadata: Any, kwargs: Mapping[str, Any]
+        self, serialized: Any, metadata: Any, kwargs: Mapping[str, Any], chat: bool
     ) -> Optional[tuple[Engine, Optional[Mapping[str, Any]], Optional[str], Optional[str]]]:
         """The engine and the call's facts; None inside a call an outer hook checked."""
         current = _base._inside.get()
         if current and not isinstance(current, _RunGuard):
             return None
         provider, model, call = _facts(
-            serialized, metadata, kwargs.get("invocation_params"), self.usage_metadata
+            serialized, metadata, kwargs.get("invocation_params"), self.usage_metadata, chat
         )
         engine = self.engine or _base.hooked_engine()
         return engine, current_metadata(call), model, provider
@@ -257,8 +316,9 @@ def _define_handlers() -> dict[str, type[Any]]:
 
         The check runs when the run starts, before the model is called, and
         raises :class:`~enforcement.BudgetExceededError` to the caller. It is
-        judged on the model (``invocation_params``), the provider (the run's
-        ``ls_provider``), the enclosing :func:`enforcement.usage_metadata`
+        judged on the model (``invocation_params``), the provider (labelled
+        from the run's ``ls_provider`` as the reference labels it, see
+        :data:`PROVIDER_LABELS`), the enclosing :func:`enforcement.usage_metadata`
         scopes, this handler's ``usage_metadata`` and the run's
         ``metadata["usage_metadata"]``. Works for sync and async runs alike
         (in an async run it checks without awaiting).
@@ -287,7 +347,7 @@ def _define_handlers() -> dict[str, type[Any]]:
             metadata: Optional[dict[str, Any]] = None,
             **kwargs: Any,
         ) -> None:
-            call = self._call(serialized, metadata, kwargs)
+            call = self._call(serialized, metadata, kwargs, chat=True)
             if call is not None:
                 engine, usage_metadata, model, provider = call
                 engine.check(usage_metadata, model=model, provider=provider)
@@ -304,7 +364,7 @@ def _define_handlers() -> dict[str, type[Any]]:
             metadata: Optional[dict[str, Any]] = None,
             **kwargs: Any,
         ) -> None:
-            call = self._call(serialized, metadata, kwargs)
+            call = self._call(serialized, metadata, kwargs, chat=False)
             if call is not None:
                 engine, usage_metadata, model, provider = call
                 engine.check(usage_metadata, model=model, provider=provider)
@@ -346,7 +406,7 @@ def _define_handlers() -> dict[str, type[Any]]:
             metadata: Optional[dict[str, Any]] = None,
             **kwargs: Any,
         ) -> None:
-            call = self._call(serialized, metadata, kwargs)
+            call = self._call(serialized, metadata, kwargs, chat=True)
             if call is not None:
                 engine, usage_metadata, model, provider = call
                 await engine.acheck(usage_metadata, model=model, provider=provider)
@@ -363,7 +423,7 @@ def _define_handlers() -> dict[str, type[Any]]:
             metadata: Optional[dict[str, Any]] = None,
             **kwargs: Any,
         ) -> None:
-            call = self._call(serialized, metadata, kwargs)
+            call = self._call(serialized, metadata, kwargs, chat=False)
             if call is not None:
                 engine, usage_metadata, model, provider = call
                 await engine.acheck(usage_metadata, model=model, provider=provider)

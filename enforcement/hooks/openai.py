@@ -9,8 +9,11 @@ methods a new SDK release adds. Only requests that cost money are checked: a
 POST to one of the paths in :data:`COSTLY_PATHS` (moderations, files, model
 listings and every GET are free). Calls are checked under the provider the
 client talks to, told by its class and base URL as the reference tells it
-(see :func:`provider_label`), so a rule on xAI or a local Ollama covers the
-openai SDK pointed at them.
+(see :func:`provider_label`): ``Azure``, ``OLLAMA``, ``XAI`` or ``OPENAI``,
+and ``PERPLEXITY`` for chat completions and Responses calls to a base URL
+naming perplexity. So a rule on xAI or a local Ollama covers the openai SDK
+pointed at them. The model is the one the method was given (the request
+body's ``model``), an Azure client's included, as the reference checks it.
 
 The public methods are wrapped only to accept the reference SDK's
 ``usage_metadata=`` keyword. The metadata travels to the funnel in a private
@@ -20,17 +23,17 @@ reaches requests a stream manager sends later, on ``__enter__``.
 
 from __future__ import annotations
 
-import importlib
+import os
 import re
 import urllib.parse
 import weakref
 from collections.abc import Mapping, Sequence
-from types import ModuleType
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
+from .._providers import AZURE, OLLAMA, OPENAI, PERPLEXITY, XAI
 from ._stainless import PublicMethods, StainlessInstrumentor
 
-__all__ = ["COSTLY_PATHS", "INSTRUMENTOR", "OpenAIInstrumentor", "provider_label"]
+__all__ = ["COSTLY_PATHS", "INSTRUMENTOR", "OpenAIInstrumentor", "provider_label", "url_label"]
 
 #: POST paths that spend money; the Azure client's ``/deployments/<name>``
 #: prefix is added after the hook runs.
@@ -40,8 +43,11 @@ COSTLY_PATHS = re.compile(
     r"|batches|fine_tuning/jobs|videos|threads(?:/[^/]+)?/runs)"
 )
 
+#: POST paths whose calls the reference labels ``PERPLEXITY`` on a Perplexity base URL.
+_CHAT_PATHS = re.compile(r"/(?:chat/completions|responses(?:/.*)?)")
+
 # OpenAI-compatible APIs told apart by the host the client talks to: (domain, provider).
-_COMPATIBLE_HOSTS: tuple[tuple[str, str], ...] = (("x.ai", "xai"), ("perplexity.ai", "perplexity"))
+_COMPATIBLE_HOSTS: tuple[tuple[str, str], ...] = (("x.ai", XAI),)
 
 # Public methods that accept ``usage_metadata=``: (module, classes, methods).
 _PUBLIC_METHODS: PublicMethods = (
@@ -104,66 +110,101 @@ class OpenAIInstrumentor(StainlessInstrumentor):
 
     def __init__(self) -> None:
         super().__init__()
-        self._azure: Optional[type] = None
-        self._labels: weakref.WeakKeyDictionary[Any, tuple[Any, str]] = weakref.WeakKeyDictionary()
-
-    def patch(self, module: ModuleType) -> None:
-        self._azure = importlib.import_module("openai.lib.azure").BaseAzureClient
-        super().patch(module)
+        self._labels: weakref.WeakKeyDictionary[Any, tuple[Any, _Labels]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def judge(self, client: Any, options: Any) -> Optional[tuple[str, Sequence[Optional[str]]]]:
-        """The provider the client talks to (see :func:`provider_label`) and the model.
-
-        An Azure client's deployment is its model, as the reference reports it.
-        """
+        """The provider the client talks to (see :func:`provider_label`) and the body's model."""
         if not _costly(options):
             return None
         body = getattr(options, "json_data", None)
         model = body.get("model") if isinstance(body, Mapping) else None
-        model = model if isinstance(model, str) else None
-        provider = self._label(client)
-        if provider == "azure":
-            deployment = getattr(client, "_azure_deployment", None)
-            return provider, (deployment if isinstance(deployment, str) else model,)
-        return provider, (model,)
+        labels = self._label(client)
+        chat = _CHAT_PATHS.fullmatch(getattr(options, "url", "")) is not None
+        return labels.chat if chat else labels.other, (model if isinstance(model, str) else None,)
 
-    def _label(self, client: Any) -> str:
-        """:func:`provider_label`, remembered per client until its base URL changes."""
+    def _label(self, client: Any) -> _Labels:
+        """:func:`_labels`, remembered per client until its base URL changes."""
         base_url = getattr(client, "_base_url", None)
         try:
             known = self._labels.get(client)
         except TypeError:  # not weak-referenceable or not hashable: work it out each time
-            return provider_label(client, self._azure)
+            return _labels(client)
         if known is not None and known[0] is base_url:
             return known[1]
-        label = provider_label(client, self._azure)
-        self._labels[client] = (base_url, label)
-        return label
+        labels = _labels(client)
+        if labels.cacheable:
+            self._labels[client] = (base_url, labels)
+        return labels
 
 
-def provider_label(client: Any, azure_client: Optional[type] = None) -> str:
-    """The provider an openai client's calls are checked under, as the reference labels it.
+class _Labels(NamedTuple):
+    """A client's labels: for chat completions and Responses calls, and for every other call."""
 
-    ``azure`` for the Azure clients and for any base URL that mentions azure;
-    ``ollama`` for an Ollama server's OpenAI-compatible API (port 11434, or
-    "ollama" in the URL); ``xai`` and ``perplexity`` for their hosts (and
-    subdomains); ``openai`` for everything else.
+    chat: str
+    other: str
+    #: False when the answer depends on ``AZURE_OPENAI_ENDPOINT``, read at each call.
+    cacheable: bool = True
+
+
+def provider_label(client: Any, *, chat: bool = True) -> str:
+    """The provider an openai client's calls are checked under, as the reference labels them.
+
+    In the reference's order: ``Azure`` for a client class named for Azure
+    and for any base URL that mentions azure; ``OLLAMA`` for an Ollama
+    server's OpenAI-compatible API (``localhost:11434``, or "ollama" in the
+    URL); ``XAI`` for x.ai and its subdomains; ``Azure`` again for a class
+    whose module or qualified name mentions Azure while ``AZURE_OPENAI_ENDPOINT``
+    is set; ``OPENAI`` for everything else. A ``chat`` call (chat completions
+    and Responses) to a base URL that mentions perplexity is ``PERPLEXITY``
+    whatever else the URL says; the other calls of that client keep the
+    label above, as the reference's embeddings and audio checks do.
     """
-    if azure_client is not None and isinstance(client, azure_client):
-        return "azure"
-    url = str(getattr(client, "base_url", "") or "").lower()
+    labels = _labels(client)
+    return labels.chat if chat else labels.other
+
+
+def _labels(client: Any) -> _Labels:
+    try:
+        base_url = getattr(client, "base_url", None)
+    except Exception:
+        base_url = None
+    url = str(base_url).lower() if base_url else ""
+    other, cacheable = _detected(client, url)
+    return _Labels(PERPLEXITY if "perplexity" in url else other, other, cacheable)
+
+
+def _detected(client: Any, url: str) -> tuple[str, bool]:
+    """The reference's ``detect_provider`` on a client: its label, and whether it can be kept."""
+    if "Azure" in type(client).__name__:
+        return AZURE, True
+    label = url_label(url)
+    if label != OPENAI:
+        return label, True
+    if "Azure" in str(type(client)):
+        return (AZURE if os.environ.get("AZURE_OPENAI_ENDPOINT") else OPENAI), False
+    return OPENAI, True
+
+
+def url_label(url: str) -> str:
+    """The label a base URL alone gives an openai client: Azure, OLLAMA, XAI or OPENAI.
+
+    Perplexity aside (see :func:`provider_label`), and before the client's class is read.
+    """
+    url = url.lower()
     if "azure" in url:
-        return "azure"
+        return AZURE
     if "localhost:11434" in url or "ollama" in url:
-        return "ollama"
+        return OLLAMA
     try:
         host = (urllib.parse.urlparse(url).hostname or "").rstrip(".")
     except ValueError:
-        return "openai"
+        return OPENAI
     for domain, label in _COMPATIBLE_HOSTS:
         if host == domain or host.endswith("." + domain):
             return label
-    return "openai"
+    return OPENAI
 
 
 INSTRUMENTOR = OpenAIInstrumentor()

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, Callable
 
 import anthropic
+import httpx2
 import pytest
 from anthropic import (
     Anthropic,
@@ -19,6 +20,7 @@ from anthropic import (
     Stream,
 )
 from anthropic._base_client import AsyncAPIClient, SyncAPIClient
+from anthropic.lib.bedrock._mantle import AnthropicBedrockMantle
 from anthropic.lib.streaming import (
     AsyncMessageStream,
     AsyncMessageStreamManager,
@@ -37,7 +39,7 @@ from anthropic.types.messages import MessageBatch
 
 import enforcement
 from enforcement import BudgetExceededError, Engine
-from enforcement.hooks.anthropic import INSTRUMENTOR, provider_label
+from enforcement.hooks.anthropic import INSTRUMENTOR, cap_model, provider_label
 
 from .conftest import breached_rule
 from .fake_anthropic import FakeAnthropic
@@ -264,7 +266,7 @@ def test_sync_call_is_checked_before_it_is_sent(
 
     engine.load_payload([breached_rule(model="claude-other")])
     assert isinstance(call(client, MODEL), expected)
-    engine.load_payload([breached_rule(provider="bedrock")])
+    engine.load_payload([breached_rule(provider="AWS")])
     assert isinstance(call(client, MODEL), expected)
     assert api.count == 3
 
@@ -298,7 +300,7 @@ async def test_async_call_is_checked_before_it_is_sent(
 
     engine.load_payload([breached_rule(model="claude-other")])
     assert isinstance(await call(aclient, MODEL), expected)
-    engine.load_payload([breached_rule(provider="vertex")])
+    engine.load_payload([breached_rule(provider="Foundry")])
     assert isinstance(await call(aclient, MODEL), expected)
     assert api.count == 3
 
@@ -473,16 +475,21 @@ def test_managed_agent_work_is_checked_but_an_interrupt_is_not(
     assert_clean(api)
 
 
-def test_extra_body_model_is_the_model_checked(
+def test_the_methods_model_is_the_model_checked(
     engine: Engine, client: Anthropic, api: FakeAnthropic
 ) -> None:
+    """As the reference checks ``kwargs["model"]``: an ``extra_body`` model is not read."""
     enforcement.instrument("anthropic", engine=engine)
     engine.load_payload([breached_rule(model="claude-opus-5")])
+    client.messages.create(
+        model=MODEL, max_tokens=8, messages=MESSAGES, extra_body={"model": "claude-opus-5"}
+    )
+    engine.load_payload([breached_rule(model=MODEL)])
     with pytest.raises(BudgetExceededError):
         client.messages.create(
             model=MODEL, max_tokens=8, messages=MESSAGES, extra_body={"model": "claude-opus-5"}
         )
-    assert api.count == 0
+    assert api.count == 1
 
 
 def test_an_odd_body_never_raises_anything_of_ours(
@@ -497,30 +504,60 @@ def test_an_odd_body_never_raises_anything_of_ours(
     assert api.count == 1
 
 
-# -- Bedrock and Vertex: their own labels, the body's model, the check before the rewrite -
+# -- Bedrock, Vertex, Foundry: the reference's labels, the body's model, the check first ----
+
+
+class _ToFake(httpx2.HTTPTransport):
+    """Sends every request to the fake, whatever host the client names (a Bedrock endpoint)."""
+
+    def __init__(self, api: FakeAnthropic) -> None:
+        super().__init__()
+        self._origin = httpx2.URL(api.origin)
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        request.url = request.url.copy_with(
+            scheme=self._origin.scheme, host=self._origin.host, port=self._origin.port
+        )
+        return super().handle_request(request)
+
+
+class _AsyncToFake(httpx2.AsyncHTTPTransport):
+    def __init__(self, api: FakeAnthropic) -> None:
+        super().__init__()
+        self._origin = httpx2.URL(api.origin)
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        request.url = request.url.copy_with(
+            scheme=self._origin.scheme, host=self._origin.host, port=self._origin.port
+        )
+        return await super().handle_async_request(request)
+
+
+AWS_KEYS: dict[str, Any] = {
+    "aws_access_key": "AKIDEXAMPLE",
+    "aws_secret_key": "secret",
+    "aws_region": "us-east-1",
+}
 
 
 @pytest.fixture
 def bedrock(api: FakeAnthropic) -> Iterator[AnthropicBedrock]:
-    with AnthropicBedrock(
-        base_url=api.base_url,
-        aws_access_key="AKIDEXAMPLE",
-        aws_secret_key="secret",
-        aws_region="us-east-1",
-        max_retries=0,
-    ) as built:
+    """AnthropicBedrock on its default endpoint, bedrock-runtime.<region>.amazonaws.com."""
+    transport = httpx2.Client(transport=_ToFake(api))
+    with AnthropicBedrock(**AWS_KEYS, http_client=transport, max_retries=0) as built:
+        assert str(built.base_url) == "https://bedrock-runtime.us-east-1.amazonaws.com"
         yield built
 
 
 BEDROCK_MODEL = "anthropic.claude-sonnet-5-v1:0"
 
 
-def test_bedrock_is_checked_as_bedrock(
+def test_bedrock_is_checked_as_aws(
     engine: Engine, bedrock: AnthropicBedrock, api: FakeAnthropic
 ) -> None:
     enforcement.instrument("anthropic", engine=engine)
-    assert provider_label(bedrock) == "bedrock"
-    engine.load_payload([breached_rule(provider="anthropic")])
+    assert provider_label(bedrock) == "AWS"
+    engine.load_payload([breached_rule(provider="ANTHROPIC")])
     message = bedrock.messages.create(model=BEDROCK_MODEL, max_tokens=8, messages=MESSAGES)
     assert isinstance(message, Message)
     stream = bedrock.messages.create(
@@ -533,7 +570,11 @@ def test_bedrock_is_checked_as_bedrock(
         "/model/anthropic.claude-sonnet-5-v1:0/invoke",
         "/model/anthropic.claude-sonnet-5-v1:0/invoke-with-response-stream",
     ]
-    for rules in ([breached_rule(provider="bedrock")], [breached_rule(model=BEDROCK_MODEL)]):
+    for rules in (
+        [breached_rule(provider="AWS")],
+        [breached_rule(provider="aws")],
+        [breached_rule(model=BEDROCK_MODEL)],
+    ):
         engine.load_payload(rules)
         with pytest.raises(BudgetExceededError):
             bedrock.messages.create(model=BEDROCK_MODEL, max_tokens=8, messages=MESSAGES)
@@ -554,31 +595,110 @@ def test_bedrock_is_checked_as_bedrock(
     assert_clean(api)
 
 
-async def test_async_bedrock_is_checked_as_bedrock(engine: Engine, api: FakeAnthropic) -> None:
+async def test_async_bedrock_is_checked_as_aws(engine: Engine, api: FakeAnthropic) -> None:
     enforcement.instrument("anthropic", engine=engine)
-    async with AsyncAnthropicBedrock(
-        base_url=api.base_url,
-        aws_access_key="AKIDEXAMPLE",
-        aws_secret_key="secret",
-        aws_region="us-east-1",
-        max_retries=0,
-    ) as abedrock:
-        engine.load_payload([breached_rule(provider="anthropic")])
+    transport = httpx2.AsyncClient(transport=_AsyncToFake(api))
+    async with AsyncAnthropicBedrock(**AWS_KEYS, http_client=transport, max_retries=0) as abedrock:
+        assert provider_label(abedrock) == "AWS"
+        engine.load_payload([breached_rule(provider="ANTHROPIC")])
         message = await abedrock.messages.create(
             model=BEDROCK_MODEL, max_tokens=8, messages=MESSAGES
         )
         assert isinstance(message, Message)
-        engine.load_payload([breached_rule(provider="bedrock")])
+        engine.load_payload([breached_rule(provider="AWS")])
         with pytest.raises(BudgetExceededError):
             await abedrock.messages.create(model=BEDROCK_MODEL, max_tokens=8, messages=MESSAGES)
+        with pytest.raises(BudgetExceededError):
+            async with abedrock.messages.stream(
+                model=BEDROCK_MODEL, max_tokens=8, messages=MESSAGES
+            ):
+                pytest.fail("the stream opened")
     assert api.count == 1
+
+
+def test_the_base_url_not_the_class_says_aws(engine: Engine, api: FakeAnthropic) -> None:
+    """As the reference decides: amazonaws.com in the base URL, whatever the client's class."""
+    enforcement.instrument("anthropic", engine=engine)
+    gateway = "https://abc123.execute-api.us-east-1.amazonaws.com"
+    transport = httpx2.Client(transport=_ToFake(api))
+    with (
+        Anthropic(base_url=gateway, api_key="k", http_client=transport, max_retries=0) as plain,
+        AnthropicBedrock(**AWS_KEYS, base_url=api.base_url, max_retries=0) as proxied,
+    ):
+        assert (provider_label(plain), provider_label(proxied)) == ("AWS", "ANTHROPIC")
+        engine.load_payload([breached_rule(provider="AWS")])
+        with pytest.raises(BudgetExceededError):
+            plain.messages.create(model=MODEL, max_tokens=8, messages=MESSAGES)
+        assert api.count == 0
+        proxied.messages.create(model=BEDROCK_MODEL, max_tokens=8, messages=MESSAGES)
+        engine.load_payload([breached_rule(provider="ANTHROPIC")])
+        plain.messages.create(model=MODEL, max_tokens=8, messages=MESSAGES)
+        with pytest.raises(BudgetExceededError):
+            proxied.messages.create(model=BEDROCK_MODEL, max_tokens=8, messages=MESSAGES)
+    assert api.count == 2
+
+
+def test_a_bedrock_model_is_known_by_its_claude_name(
+    engine: Engine, bedrock: AnthropicBedrock, api: FakeAnthropic
+) -> None:
+    enforcement.instrument("anthropic", engine=engine)
+    profile = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+    for name in (profile, "anthropic.claude-haiku-4-5-20251001-v1:0", "claude-haiku-4-5-20251001"):
+        engine.load_payload([breached_rule(model=name, provider="AWS")])
+        with pytest.raises(BudgetExceededError):
+            bedrock.messages.create(model=profile, max_tokens=8, messages=MESSAGES)
+    engine.load_payload([breached_rule(model="claude-haiku-4-5-20250101")])
+    bedrock.messages.create(model=profile, max_tokens=8, messages=MESSAGES)
+    assert api.count == 1
+
+
+@pytest.mark.parametrize(
+    ("model", "provider", "names"),
+    [
+        ("claude-sonnet-5", "ANTHROPIC", ["claude-sonnet-5"]),
+        (None, "AWS", [None]),
+        ("anthropic.claude-v2:1", "AWS", ["anthropic.claude-v2:1"]),
+        (
+            "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+            "AWS",
+            [
+                "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+                "anthropic.claude-haiku-4-5-20251001-v1:0",
+                "claude-haiku-4-5-20251001",
+            ],
+        ),
+        (
+            "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+            "ANTHROPIC",
+            ["anthropic.claude-haiku-4-5-20251001-v1:0", "claude-haiku-4-5-20251001"],
+        ),
+        (
+            "arn:aws:bedrock:us-east-1:1:inference-profile/us.anthropic.claude-haiku-4-5-20251001-v1:0",
+            "AWS",
+            [
+                "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+                "anthropic.claude-haiku-4-5-20251001-v1:0",
+                "claude-haiku-4-5-20251001",
+            ],
+        ),
+    ],
+)
+def test_cap_model_names_a_bedrock_id_as_the_reference_does(
+    model: Any, provider: str, names: list[Any]
+) -> None:
+    named = cap_model(model, provider)
+    assert [named, *sorted(set(getattr(named, "aliases", ())) - {named})] == names
 
 
 VERTEX_MODEL = "claude-sonnet-5@20260101"
 
 
-def test_vertex_is_checked_as_vertex(engine: Engine, api: FakeAnthropic) -> None:
+def test_vertex_is_checked_as_anthropic(engine: Engine, api: FakeAnthropic) -> None:
+    """The reference labels Claude on Vertex AI ``ANTHROPIC``: no host of its list names it."""
     enforcement.instrument("anthropic", engine=engine)
+    default = AnthropicVertex(access_token="ya29.test", region="us-east5", project_id="proj")
+    with default:
+        assert provider_label(default) == "ANTHROPIC"
     with AnthropicVertex(
         base_url=f"{api.base_url}/v1",
         access_token="ya29.test",
@@ -586,22 +706,26 @@ def test_vertex_is_checked_as_vertex(engine: Engine, api: FakeAnthropic) -> None
         project_id="proj",
         max_retries=0,
     ) as vertex:
-        assert provider_label(vertex) == "vertex"
-        engine.load_payload([breached_rule(provider="anthropic")])
+        assert provider_label(vertex) == "ANTHROPIC"
+        engine.load_payload([breached_rule(provider="AWS")])
         message = vertex.messages.create(model=VERTEX_MODEL, max_tokens=8, messages=MESSAGES)
         assert isinstance(message, Message)
         with vertex.messages.stream(model=VERTEX_MODEL, max_tokens=8, messages=MESSAGES) as s:
             assert s.get_final_text() == "hi"
         assert api.requests[0]["path"].endswith(f"/models/{VERTEX_MODEL}:rawPredict")
         assert api.requests[1]["path"].endswith(f"/models/{VERTEX_MODEL}:streamRawPredict")
-        for rules in ([breached_rule(provider="vertex")], [breached_rule(model=VERTEX_MODEL)]):
+        for rules in (
+            [breached_rule(provider="ANTHROPIC")],
+            [breached_rule(provider="anthropic")],
+            [breached_rule(model=VERTEX_MODEL)],
+        ):
             engine.load_payload(rules)
             with pytest.raises(BudgetExceededError):
                 vertex.messages.create(model=VERTEX_MODEL, max_tokens=8, messages=MESSAGES)
     assert api.count == 2
 
 
-async def test_async_vertex_is_checked_as_vertex(engine: Engine, api: FakeAnthropic) -> None:
+async def test_async_vertex_is_checked_as_anthropic(engine: Engine, api: FakeAnthropic) -> None:
     enforcement.instrument("anthropic", engine=engine)
     async with AsyncAnthropicVertex(
         base_url=f"{api.base_url}/v1",
@@ -610,22 +734,63 @@ async def test_async_vertex_is_checked_as_vertex(engine: Engine, api: FakeAnthro
         project_id="proj",
         max_retries=0,
     ) as avertex:
-        engine.load_payload([breached_rule(provider="vertex")])
+        engine.load_payload([breached_rule(provider="ANTHROPIC")])
         with pytest.raises(BudgetExceededError):
             async with avertex.messages.stream(model=VERTEX_MODEL, max_tokens=8, messages=MESSAGES):
                 pytest.fail("the stream opened")
-        engine.load_payload([breached_rule(provider="bedrock")])
+        with pytest.raises(BudgetExceededError):
+            await avertex.messages.create(model=VERTEX_MODEL, max_tokens=8, messages=MESSAGES)
+        assert api.count == 0
+        engine.load_payload([breached_rule(provider="AWS")])
         message = await avertex.messages.create(model=VERTEX_MODEL, max_tokens=8, messages=MESSAGES)
         assert isinstance(message, Message)
     assert api.count == 1
 
 
+def test_bedrock_mantle_is_checked_as_anthropic(engine: Engine, api: FakeAnthropic) -> None:
+    """Its endpoint, bedrock-mantle.<region>.api.aws, is not on amazonaws.com."""
+    enforcement.instrument("anthropic", engine=engine)
+    with AnthropicBedrockMantle(api_key="k", aws_region="us-east-1") as default:
+        assert "api.aws" in str(default.base_url)
+        assert provider_label(default) == "ANTHROPIC"
+    with AnthropicBedrockMantle(api_key="k", base_url=api.base_url, max_retries=0) as mantle:
+        engine.load_payload([breached_rule(provider="ANTHROPIC")])
+        with pytest.raises(BudgetExceededError):
+            mantle.messages.create(model=MODEL, max_tokens=8, messages=MESSAGES)
+        assert api.count == 0
+        engine.load_payload([breached_rule(provider="AWS")])
+        assert isinstance(
+            mantle.messages.create(model=MODEL, max_tokens=8, messages=MESSAGES), Message
+        )
+    assert api.count == 1
+
+
 def test_other_clients_labels() -> None:
-    """Foundry has its own label (counted toward anthropic caps); the gateways are first-party."""
-    assert provider_label(object.__new__(AnthropicFoundry)) == "foundry"
-    assert provider_label(object.__new__(anthropic.AnthropicAWS)) == "anthropic"
-    assert provider_label(object.__new__(anthropic.AnthropicGoogleCloud)) == "anthropic"
-    assert provider_label(object.__new__(AsyncAnthropic)) == "anthropic"
+    """Foundry by its class or host (it counts toward ANTHROPIC caps); gateways are first-party."""
+    assert provider_label(object.__new__(AnthropicFoundry)) == "Foundry"
+    with AnthropicFoundry(api_key="k", base_url="https://gateway.example.com/anthropic/") as f:
+        assert provider_label(f) == "Foundry"
+    foundry_host = "https://res.services.ai.azure.com/anthropic/"
+    with Anthropic(api_key="k", base_url=foundry_host) as plain:
+        assert provider_label(plain) == "Foundry"
+    with AnthropicFoundry(api_key="k", base_url="https://x.amazonaws.com/") as f:
+        assert provider_label(f) == "AWS"  # the Bedrock signals come first
+    assert provider_label(object.__new__(anthropic.AnthropicAWS)) == "ANTHROPIC"
+    assert provider_label(object.__new__(anthropic.AnthropicGoogleCloud)) == "ANTHROPIC"
+    assert provider_label(object.__new__(AsyncAnthropic)) == "ANTHROPIC"
+
+    class FoundryProxy(Anthropic):  # not the SDK's class: its name says nothing
+        pass
+
+    with FoundryProxy(api_key="k") as proxy:
+        assert provider_label(proxy) == "ANTHROPIC"
+
+
+def test_a_label_follows_a_changed_base_url(api: FakeAnthropic) -> None:
+    with Anthropic(api_key="k", base_url=api.base_url) as client:
+        assert provider_label(client) == "ANTHROPIC"
+        client.base_url = "https://gw.amazonaws.com"  # type: ignore[assignment]
+        assert provider_label(client) == "AWS"
 
 
 # -- patching bookkeeping -----------------------------------------------------------------

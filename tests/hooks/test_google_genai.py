@@ -179,8 +179,7 @@ def test_sync_call_is_checked_before_it_is_sent(
     hook_env: dict[str, str],
     request: pytest.FixtureRequest,
 ) -> None:
-    call, model, returns, vertex_only = SYNC_CASES[case]
-    provider = "vertex" if vertex_only else "google"
+    call, model, returns, _ = SYNC_CASES[case]
     c = client_for(case, request)
     enforcement.instrument("google-genai", engine=engine)
     assert type(call(c, model)) is returns
@@ -188,15 +187,16 @@ def test_sync_call_is_checked_before_it_is_sent(
 
     engine.load_payload([breached_rule(model="some-other-model")])
     call(c, model)
-    engine.load_payload([breached_rule(provider="vertex" if provider == "google" else "google")])
+    engine.load_payload([breached_rule(provider="vertex")])  # no label of the reference's
     call(c, model)
     assert api.count == 3
 
     for blocking in (
         breached_rule(),
         breached_rule(model=model),
-        breached_rule(provider=provider.upper()),
-        breached_rule(model=model, provider=provider),
+        breached_rule(provider="Google"),
+        breached_rule(provider="GOOGLE"),
+        breached_rule(model=model, provider="Google"),
     ):
         engine.load_payload([blocking])
         with pytest.raises(BudgetExceededError):
@@ -216,8 +216,7 @@ async def test_async_call_is_checked_before_it_is_sent(
     hook_env: dict[str, str],
     request: pytest.FixtureRequest,
 ) -> None:
-    call, (_, model, returns, vertex_only) = ASYNC_CASES[case], SYNC_CASES[case]
-    provider = "vertex" if vertex_only else "google"
+    call, (_, model, returns, _) = ASYNC_CASES[case], SYNC_CASES[case]
     c = client_for(case, request)
     enforcement.instrument("google-genai", engine=engine)
     async with c.aio:
@@ -229,7 +228,7 @@ async def test_async_call_is_checked_before_it_is_sent(
         for blocking in (
             breached_rule(),
             breached_rule(model=model),
-            breached_rule(provider=provider),
+            breached_rule(provider="Google"),
         ):
             engine.load_payload([blocking])
             with pytest.raises(BudgetExceededError):
@@ -344,42 +343,71 @@ async def test_async_usage_metadata_keyword_is_used_and_stripped(
 
 
 @pytest.mark.parametrize(
-    "spelling",
-    [GEMINI, f"models/{GEMINI}", f"publishers/google/models/{GEMINI}", f"google/{GEMINI}"],
+    ("spelling", "bare_rule_bites"),
+    [
+        (GEMINI, True),
+        (f"models/{GEMINI}", True),
+        (f"google/{GEMINI}", True),
+        (f"publishers/google/models/{GEMINI}", False),
+    ],
 )
-def test_every_spelling_of_a_model_matches_its_bare_name(
-    spelling: str, engine: Engine, vertex: genai.Client, api: FakeGemini
+def test_a_method_is_checked_on_its_model_as_spelled(
+    spelling: str,
+    bare_rule_bites: bool,
+    engine: Engine,
+    vertex: genai.Client,
+    api: FakeGemini,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """As the reference checks it: the rule's own matching reads ``<prefix>/<model>``."""
     enforcement.instrument("google-genai", engine=engine)
-    engine.load_payload([breached_rule(model=GEMINI)])
+    checks: list[tuple[Any, Any]] = []
+    check = engine.check
+
+    def spy(usage_metadata: Any = None, *, model: Any = None, provider: Any = None) -> None:
+        checks.append((provider, model))
+        check(usage_metadata, model=model, provider=provider)
+
+    monkeypatch.setattr(engine, "check", spy)
+    engine.load_payload([breached_rule(model=spelling)])
     with pytest.raises(BudgetExceededError):
+        vertex.models.generate_content(model=spelling, contents="hi")
+    assert checks == [("Google", spelling)]
+    engine.load_payload([breached_rule(model=GEMINI)])
+    if bare_rule_bites:
+        with pytest.raises(BudgetExceededError):
+            vertex.models.generate_content(model=spelling, contents="hi")
+    else:
         vertex.models.generate_content(model=spelling, contents="hi")
     with pytest.raises(BudgetExceededError):
         vertex.batches.create(model=spelling, src="gs://bucket/input.jsonl")  # the funnel's path
-    assert api.count == 0
+    assert api.count == (0 if bare_rule_bites else 1)
 
 
-def test_vertex_with_a_project_is_labelled_vertex(
+def test_vertex_with_a_project_is_labelled_google(
     engine: Engine, vertex_project: genai.Client, api: FakeGemini
 ) -> None:
+    """The reference labels both backends ``Google``."""
     enforcement.instrument("google-genai", engine=engine)
-    engine.load_payload([breached_rule(provider="vertex")])
+    engine.load_payload([breached_rule(provider="Google")])
     with pytest.raises(BudgetExceededError):
         vertex_project.models.generate_content(model=GEMINI, contents="hi")
     with pytest.raises(BudgetExceededError):
         vertex_project.models.generate_content_stream(model=GEMINI, contents="hi")
+    with pytest.raises(BudgetExceededError):
+        vertex_project.batches.create(model=GEMINI, src="gs://bucket/input.jsonl")
     assert api.count == 0
-    engine.load_payload([breached_rule(provider="google")])
+    engine.load_payload([breached_rule(provider="vertex")])
     response = vertex_project.models.generate_content(model=GEMINI, contents="hi")
     assert response.text == "hi"
     assert api.requests[0]["path"].startswith("/v1beta1/projects/p/locations/us-central1/")
 
 
-async def test_async_vertex_with_a_project_is_labelled_vertex(
+async def test_async_vertex_with_a_project_is_labelled_google(
     engine: Engine, vertex_project: genai.Client, api: FakeGemini
 ) -> None:
     enforcement.instrument("google-genai", engine=engine)
-    engine.load_payload([breached_rule(provider="vertex", model=GEMINI)])
+    engine.load_payload([breached_rule(provider="Google", model=GEMINI)])
     async with vertex_project.aio as aio:
         with pytest.raises(BudgetExceededError):
             await aio.models.generate_content(model=GEMINI, contents="hi")

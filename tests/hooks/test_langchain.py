@@ -489,24 +489,103 @@ def test_model_errors_pass_through_unchanged(hooked: Engine) -> None:
 @pytest.mark.parametrize(
     ("serialized", "metadata", "params", "expected"),
     [
-        (None, None, None, (None, None, None)),
-        ({"id": "x"}, [], 3, (None, None, None)),
-        ({"id": ["langchain", "ChatAnthropic"]}, {}, {"model": 7}, ("anthropic", None, None)),
-        ({}, {"ls_provider": "OpenAI", "ls_model_name": "gpt-4o"}, {}, ("openai", "gpt-4o", None)),
+        (None, None, None, ("OPENAI", None, None)),
+        ({"id": "x"}, [], 3, ("OPENAI", None, None)),
+        ({"id": ["langchain", "ChatAnthropic"]}, {}, {"model": 7}, ("ANTHROPIC", None, None)),
+        ({}, {"ls_provider": "OpenAI", "ls_model_name": "gpt-4o"}, {}, ("OPENAI", None, None)),
         (
             {},
             {"ls_provider": "azure", "usage_metadata": "junk"},
             {"model": "gpt-4o", "deployment_name": "my-deploy"},
-            ("azure", "my-deploy", None),
+            ("Azure", "gpt-4o", None),
         ),
-        ({}, {"ls_provider": "amazon_bedrock"}, {"model_id": "m"}, ("bedrock", "m", None)),
-        ({}, {"ls_provider": "mistral"}, {"model_name": "m"}, ("mistral", "m", None)),
+        ({}, {"ls_provider": "amazon_bedrock"}, {"model_id": "m"}, ("AWS", None, None)),
+        ({}, {"ls_provider": "mistral"}, {"model_name": "m"}, ("MISTRAL", "m", None)),
+        ({}, {}, {"model": "m", "model_name": "n"}, ("OPENAI", "m", None)),
     ],
 )
 def test_reading_a_run_never_raises(
     serialized: Any, metadata: Any, params: Any, expected: tuple[Any, ...]
 ) -> None:
     assert _facts(serialized, metadata, params, None) == expected
+
+
+def _served(base_url: str) -> dict[str, Any]:
+    return {
+        "id": ["langchain", "chat_models", "ChatOpenAI"],
+        "kwargs": {"openai_api_base": base_url},
+    }
+
+
+@pytest.mark.parametrize(
+    ("serialized", "metadata", "params", "chat", "text"),
+    [
+        # The reference's callback labels, read from ls_provider; any other is OPENAI.
+        ({}, {"ls_provider": "anthropic"}, {}, "ANTHROPIC", "ANTHROPIC"),
+        ({}, {"ls_provider": "anthropicvertex"}, {}, "ANTHROPIC", "ANTHROPIC"),
+        ({}, {"ls_provider": "anthropic-bedrock"}, {}, "AWS", "AWS"),
+        ({}, {"ls_provider": "amazon_bedrock"}, {}, "AWS", "AWS"),
+        ({}, {"ls_provider": "google_genai"}, {}, "Google", "Google"),
+        ({}, {"ls_provider": "google_vertexai"}, {}, "Google", "Google"),
+        ({}, {"ls_provider": "ollama"}, {}, "OLLAMA", "OLLAMA"),
+        ({}, {"ls_provider": "litellm"}, {}, "LITELLM", "LITELLM"),
+        ({}, {"ls_provider": "perplexity"}, {}, "PERPLEXITY", "PERPLEXITY"),
+        ({}, {"ls_provider": "cohere"}, {}, "COHERE", "COHERE"),
+        ({}, {"ls_provider": "huggingface"}, {}, "HUGGINGFACE", "HUGGINGFACE"),
+        ({}, {"ls_provider": "groq"}, {}, "OPENAI", "OPENAI"),
+        ({}, {"ls_provider": "anthropic-mantle"}, {}, "OPENAI", "OPENAI"),
+        # No ls_provider: a marker in the run's type or class name, azure first.
+        ({"id": ["x", "AzureChatOpenAI"]}, {}, {}, "Azure", "Azure"),
+        ({}, {}, {"_type": "chat-ollama"}, "OLLAMA", "OLLAMA"),
+        ({"id": ["x", "ChatGoogleGenerativeAI"]}, {}, {}, "OPENAI", "OPENAI"),
+        # Chat models on the openai SDK: the reference's openai hook labels them by client.
+        ({}, {"ls_provider": "xai"}, {}, "XAI", "OPENAI"),
+        (_served("https://api.x.ai/v1"), {"ls_provider": "openai"}, {}, "XAI", "OPENAI"),
+        (_served("http://localhost:11434/v1"), {"ls_provider": "openai"}, {}, "OLLAMA", "OPENAI"),
+        (
+            _served("https://api.perplexity.ai"),
+            {"ls_provider": "openai"},
+            {},
+            "PERPLEXITY",
+            "PERPLEXITY",
+        ),
+        (_served("https://api.x.ai/v1"), {"ls_provider": "azure"}, {}, "Azure", "Azure"),
+        (_served("https://api.deepseek.com"), {"ls_provider": "deepseek"}, {}, "OPENAI", "OPENAI"),
+        (
+            _served("https://api.x.ai/v1"),
+            {"ls_provider": "openai", "ls_model_type": "llm"},
+            {},
+            "OPENAI",
+            "OPENAI",
+        ),
+    ],
+)
+def test_runs_are_labelled_as_the_reference_labels_them(
+    serialized: Any, metadata: Any, params: Any, chat: str, text: str
+) -> None:
+    assert _facts(serialized, metadata, params, None, chat=True)[0] == chat
+    assert _facts(serialized, metadata, params, None, chat=False)[0] == text
+
+
+@pytest.mark.parametrize(
+    ("ls_provider", "label", "other"),
+    [
+        ("google_vertexai", "Google", "vertex"),  # "vertex" and "bedrock": our labels before
+        ("amazon_bedrock", "AWS", "bedrock"),
+        ("xai", "XAI", "OPENAI"),
+    ],
+)
+@pytest.mark.parametrize("way", ["invoke", "astream"])
+def test_a_rule_on_the_reference_label_stops_the_run(
+    hooked: Engine, ls_provider: str, label: str, other: str, way: str
+) -> None:
+    chat = CountingChat(responses=["hello"], provider=ls_provider)
+    hooked.load_payload([breached_rule(provider=other)])
+    call(chat, way)
+    hooked.load_payload([breached_rule(provider=label)])
+    with pytest.raises(BudgetExceededError):
+        call(chat, way)
+    assert chat.calls == 1
 
 
 class _Explosive(dict):  # type: ignore[type-arg]

@@ -269,10 +269,18 @@ def test_batches_are_checked_without_a_model(
     assert api.count == 0
 
 
-def test_azure_reports_provider_azure_and_the_deployment(engine: Engine, api: FakeOpenAI) -> None:
+def test_azure_is_checked_as_azure_on_the_methods_model(
+    engine: Engine, api: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
     enforcement.instrument("openai", engine=engine)
-    decisions: list[Any] = []
-    engine.add_listener(decisions.append)
+    checks: list[tuple[Any, Any]] = []
+    check = engine.check
+
+    def spy(usage_metadata: Any = None, *, model: Any = None, provider: Any = None) -> None:
+        checks.append((provider, model))
+        check(usage_metadata, model=model, provider=provider)
+
+    monkeypatch.setattr(engine, "check", spy)
     with AzureOpenAI(
         azure_endpoint=api.azure_endpoint,
         azure_deployment="prod-4o",
@@ -280,13 +288,13 @@ def test_azure_reports_provider_azure_and_the_deployment(engine: Engine, api: Fa
         api_version="2024-06-01",
         max_retries=0,
     ) as azure:
-        engine.load_payload([breached_rule(provider="azure")])
+        assert hook.provider_label(azure) == "Azure"
+        engine.load_payload([breached_rule(provider="Azure")])
         with pytest.raises(BudgetExceededError):
             azure.chat.completions.create(model="gpt-4o", messages=MESSAGES)
         assert api.count == 0
-        explanation = engine.explain(model="prod-4o", provider="azure")
-        assert explanation.blocked
-        engine.load_payload([breached_rule(provider="openai")])
+        assert checks == [("Azure", "gpt-4o")]  # the reference checks kwargs["model"]
+        engine.load_payload([breached_rule(provider="OPENAI")])
         azure.chat.completions.create(model="gpt-4o", messages=MESSAGES)
         assert api.count == 1
         assert "/deployments/prod-4o/" in api.requests[0]["path"]
@@ -331,28 +339,71 @@ def test_sdk_errors_pass_through_unchanged(engine: Engine) -> None:
 
 
 @pytest.mark.parametrize(
-    ("base_url", "provider"),
+    ("base_url", "chat", "other"),
     [
-        ("https://api.openai.com/v1", "openai"),
-        ("https://api.x.ai/v1", "xai"),
-        ("https://eu.api.x.ai/v1", "xai"),
-        ("https://api.perplexity.ai", "perplexity"),
-        ("http://localhost:11434/v1", "ollama"),
-        ("http://ollama.internal:8080/v1", "ollama"),
-        ("https://myco.openai.azure.com/openai/v1", "azure"),
-        ("https://notx.ai.example.com/v1", "openai"),
+        ("https://api.openai.com/v1", "OPENAI", "OPENAI"),
+        ("https://api.x.ai/v1", "XAI", "XAI"),
+        ("https://eu.api.x.ai/v1", "XAI", "XAI"),
+        ("https://api.perplexity.ai", "PERPLEXITY", "OPENAI"),
+        ("https://perplexity-proxy.example.com/v1", "PERPLEXITY", "OPENAI"),
+        ("http://localhost:11434/v1", "OLLAMA", "OLLAMA"),
+        ("http://ollama.internal:8080/v1", "OLLAMA", "OLLAMA"),
+        ("https://myco.openai.azure.com/openai/v1", "Azure", "Azure"),
+        ("https://notx.ai.example.com/v1", "OPENAI", "OPENAI"),
     ],
 )
-def test_openai_compatible_apis_report_their_provider(base_url: str, provider: str) -> None:
+def test_openai_compatible_apis_report_their_provider(base_url: str, chat: str, other: str) -> None:
+    """The reference's labels: Perplexity only for chat completions and Responses calls."""
     with OpenAI(base_url=base_url, api_key="sk-test") as client:
-        assert hook.provider_label(client) == provider
+        assert hook.provider_label(client) == chat
+        assert hook.provider_label(client, chat=False) == other
+
+
+def test_a_client_class_named_for_azure_is_azure(api: FakeOpenAI) -> None:
+    class AzureGateway(OpenAI):
+        pass
+
+    with AzureGateway(base_url=api.base_url, api_key="k") as client:
+        assert hook.provider_label(client) == "Azure"
+
+
+def test_azure_by_endpoint_only_for_a_class_whose_path_names_azure(
+    api: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = type("Gateway", (OpenAI,), {"__module__": "corp.AzureGateways"})
+    with (
+        gateway(base_url=api.base_url, api_key="k") as client,
+        OpenAI(base_url=api.base_url, api_key="k") as plain,
+    ):
+        assert hook.provider_label(client) == "OPENAI"
+        monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://myco.openai.azure.com")
+        assert hook.provider_label(client) == "Azure"
+        assert hook.provider_label(plain) == "OPENAI"
+
+
+def test_perplexity_labels_chat_and_responses_but_not_embeddings(
+    engine: Engine, api: FakeOpenAI
+) -> None:
+    enforcement.instrument("openai", engine=engine)
+    engine.load_payload([breached_rule(provider="PERPLEXITY")])
+    with OpenAI(base_url=f"{api.origin}/perplexity/v1", api_key="k", max_retries=0) as pplx:
+        with pytest.raises(BudgetExceededError):
+            pplx.chat.completions.create(model="sonar", messages=MESSAGES)
+        with pytest.raises(BudgetExceededError):
+            pplx.responses.create(model="sonar", input="hi")
+        assert api.count == 0
+        pplx.embeddings.create(model="text-embedding-3-small", input="hi")  # OPENAI there
+        assert api.count == 1
+        engine.load_payload([breached_rule(provider="OPENAI")])
+        pplx.chat.completions.create(model="sonar", messages=MESSAGES)
+        assert api.count == 2
 
 
 def test_a_rule_on_an_openai_compatible_provider_stops_the_call(
     engine: Engine, api: FakeOpenAI
 ) -> None:
     enforcement.instrument("openai", engine=engine)
-    engine.load_payload([breached_rule(provider="xai")])
+    engine.load_payload([breached_rule(provider="XAI")])
     xai = OpenAI(base_url="https://api.x.ai/v1", api_key="sk-test", max_retries=0)
     with xai, pytest.raises(BudgetExceededError):
         xai.chat.completions.create(model="grok-4", messages=MESSAGES)
