@@ -313,12 +313,18 @@ def read_call(
         return Call(fallback_provider)
 
 
-def guard(describe: Describe, fallback_provider: str, *, asynchronous: bool) -> Wrapper:
+def guard(
+    describe: Describe, fallback_provider: str, *, asynchronous: bool, deferred: bool = False
+) -> Wrapper:
     """The wrapper that checks a method's costly calls before the original runs.
 
     It removes ``usage_metadata=``, asks ``describe`` what the call is, and
     calls the original unchecked when it is free. ``asynchronous`` picks a
     coroutine wrapper that awaits the check without blocking the event loop.
+    ``deferred`` is for a method that returns a lazy stream, whose requests
+    are sent only when it is iterated: the call is checked when it is made,
+    where the caller expects the refusal, and the stream carries the guard so
+    the funnel below does not check its requests again.
     """
 
     def wrapper(
@@ -328,7 +334,8 @@ def guard(describe: Describe, fallback_provider: str, *, asynchronous: bool) -> 
         call = read_call(describe, fallback_provider, instance, args, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
-        return checked(call.provider, call.model, metadata, lambda: wrapped(*args, **kwargs))
+        result = checked(call.provider, call.model, metadata, lambda: wrapped(*args, **kwargs))
+        return carry(result, guarded=True) if deferred else result
 
     async def awrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -337,7 +344,10 @@ def guard(describe: Describe, fallback_provider: str, *, asynchronous: bool) -> 
         call = read_call(describe, fallback_provider, instance, args, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
-        return await achecked(call.provider, call.model, metadata, lambda: wrapped(*args, **kwargs))
+        result = await achecked(
+            call.provider, call.model, metadata, lambda: wrapped(*args, **kwargs)
+        )
+        return carry(result, guarded=True) if deferred else result
 
     return awrapper if asynchronous else wrapper
 
@@ -569,12 +579,21 @@ class Instrumentor:
         return True
 
     def hook(
-        self, owner: Any, attribute: str, describe: Describe, *, required: bool = False
+        self,
+        owner: Any,
+        attribute: str,
+        describe: Describe,
+        *,
+        required: bool = False,
+        deferred: bool = False,
     ) -> bool:
-        """Check ``owner.attribute``'s costly calls, as ``describe`` tells them, before they run."""
+        """Check ``owner.attribute``'s costly calls, as ``describe`` tells them, before they run.
+
+        ``deferred``: the method returns a lazy stream (see :func:`guard`).
+        """
         original = getattr(owner, attribute, None)
         asynchronous = inspect.iscoroutinefunction(original)
-        wrapper = guard(describe, self.provider, asynchronous=asynchronous)
+        wrapper = guard(describe, self.provider, asynchronous=asynchronous, deferred=deferred)
         return self.wrap(owner, attribute, wrapper, required=required)
 
     def relay(self, owner: Any, attribute: str) -> bool:

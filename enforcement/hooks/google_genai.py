@@ -16,9 +16,9 @@ caller first iterates, in whatever context the caller iterates in: checking at
 the call raises where the caller expects it and judges the call on the
 ``usage_metadata`` scopes around the call. A public method checks the call once
 and holds the guard, so the requests it sends (automatic function calling,
-automatic continuation) are not checked again; a stream's requests, sent
-later, carry a private header that tells the funnel the call was checked, and
-the funnel removes it before the SDK builds the request.
+automatic continuation) are not checked again; a stream, whose requests are
+sent later, carries the guard into its iteration (the kit's ``deferred``), so
+the funnel does not check them again either.
 
 The provider is ``Google`` for both backends, the Gemini Developer API and
 Vertex AI mode (``vertexai=True``), as the reference labels them. A public
@@ -35,10 +35,10 @@ import importlib
 import re
 from collections.abc import Mapping
 from types import ModuleType
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from .._providers import GOOGLE
-from ._base import Instrumentor, achecked, checked, pop_usage_metadata
+from ._base import Call, Instrumentor
 
 __all__ = ["COSTLY_PATHS", "INSTRUMENTOR", "GoogleGenAIInstrumentor"]
 
@@ -51,7 +51,6 @@ COSTLY_PATHS = re.compile(
     r"|(?:projects/[^/]+/locations/[^/]+/)?(?:batchPredictionJobs|tuningJobs|tunedModels)"
 )
 _RESOURCE_PREFIX = re.compile(r"(?:projects/[^/]+/locations/[^/]+/)?(?:publishers/[^/]+/)?models/")
-_HEADER = "x-enforcement-checked"
 
 # Public methods that cost money; the streaming ones send their request when iterated.
 _METHODS = (
@@ -104,70 +103,18 @@ def _costly_model(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, 
     return True, None
 
 
-def _unmarked(
-    args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[tuple[Any, ...], dict[str, Any], bool]:
-    """The funnel's arguments without our private header, and whether it was there."""
-    options = _argument(args, kwargs, 3)
-    if isinstance(options, Mapping):
-        headers = options.get("headers")
-    else:
-        headers = getattr(options, "headers", None)
-    if not isinstance(headers, Mapping) or _HEADER not in headers:
-        return args, kwargs, False
-    kept = {k: v for k, v in headers.items() if k != _HEADER}
-    cleaned: Any
-    try:
-        if isinstance(options, Mapping):
-            rest = {k: v for k, v in options.items() if k != "headers"}
-            cleaned = {**rest, "headers": kept} if kept or rest else None
-        else:
-            fields = set(getattr(options, "model_fields_set", ()))
-            only_ours = not kept and fields <= {"headers"}
-            cleaned = None if only_ours else options.model_copy(update={"headers": kept})
-    except Exception:  # not options we marked; send them as they are
-        return args, kwargs, True
-    if len(args) > 3:
-        return (*args[:3], cleaned, *args[4:]), kwargs, True
-    return args, {**kwargs, "http_options": cleaned}, True
+def describe_request(
+    instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Optional[Call]:
+    """What a funnel request costs: its model when the path or body names one; None if free."""
+    costly, model = _costly_model(args, kwargs)
+    return Call(GOOGLE, model) if costly else None
 
 
-def _marked_http_options(options: Any, types: Any) -> Any:
-    if options is None:
-        return types.HttpOptions(headers={_HEADER: "1"})
-    if isinstance(options, types.HttpOptions):
-        return options.model_copy(update={"headers": {**(options.headers or {}), _HEADER: "1"}})
-    if isinstance(options, Mapping):
-        return {**options, "headers": {**(options.get("headers") or {}), _HEADER: "1"}}
-    raise TypeError(type(options).__name__)
-
-
-def _marked(kwargs: dict[str, Any], types: Any) -> dict[str, Any]:
-    """``kwargs`` with a copy of ``config`` whose requests tell the funnel they are checked.
-
-    The caller's config is never changed. A config this cannot read is passed
-    as it is; its requests are then checked again when they are sent.
-    """
-    config = kwargs.get("config")
-    try:
-        if config is None:
-            marked: Any = {"http_options": _marked_http_options(None, types)}
-        elif isinstance(config, Mapping):
-            options = _marked_http_options(config.get("http_options"), types)
-            marked = {**config, "http_options": options}
-        elif isinstance(config, types.GenerateContentConfig):
-            options = _marked_http_options(config.http_options, types)
-            marked = config.model_copy(update={"http_options": options})
-        else:
-            return kwargs
-    except Exception:
-        return kwargs
-    return {**kwargs, "config": marked}
-
-
-def _call_of(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, Any]:
-    """The provider and model of a public ``Models`` call, the model as given; never raises."""
-    return GOOGLE, args[0] if args else kwargs.get("model")
+def describe_method(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Optional[Call]:
+    """A public ``Models`` call, judged on its ``model`` as the caller spelled it."""
+    model = args[0] if args else kwargs.get("model")
+    return Call(GOOGLE, model if isinstance(model, str) else None)
 
 
 class GoogleGenAIInstrumentor(Instrumentor):
@@ -178,93 +125,20 @@ class GoogleGenAIInstrumentor(Instrumentor):
     distribution = "google-genai"
     minimum = (1, 0)
     below = (4,)
+    provider = GOOGLE
 
     def patch(self, module: ModuleType) -> None:
         api_client = importlib.import_module("google.genai._api_client")
         models = importlib.import_module("google.genai.models")
-        types = importlib.import_module("google.genai.types")
-
-        def request(
-            wrapped: Callable[..., Any],
-            instance: Any,
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            args, kwargs, already = _unmarked(args, kwargs)
-            costly, model = _costly_model(args, kwargs)
-            if already or not costly:
-                return wrapped(*args, **kwargs)
-            return checked(GOOGLE, model, None, lambda: wrapped(*args, **kwargs))
-
-        async def arequest(
-            wrapped: Callable[..., Any],
-            instance: Any,
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            args, kwargs, already = _unmarked(args, kwargs)
-            costly, model = _costly_model(args, kwargs)
-            if already or not costly:
-                return await wrapped(*args, **kwargs)
-            return await achecked(GOOGLE, model, None, lambda: wrapped(*args, **kwargs))
-
-        def method(
-            wrapped: Callable[..., Any],
-            instance: Any,
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            metadata = pop_usage_metadata(kwargs)
-            provider, model = _call_of(instance, args, kwargs)
-            return checked(provider, model, metadata, lambda: wrapped(*args, **kwargs))
-
-        async def amethod(
-            wrapped: Callable[..., Any],
-            instance: Any,
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            metadata = pop_usage_metadata(kwargs)
-            provider, model = _call_of(instance, args, kwargs)
-            return await achecked(provider, model, metadata, lambda: wrapped(*args, **kwargs))
-
-        def stream(
-            wrapped: Callable[..., Any],
-            instance: Any,
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            metadata = pop_usage_metadata(kwargs)
-            provider, model = _call_of(instance, args, kwargs)
-            marked = _marked(kwargs, types)
-            return checked(provider, model, metadata, lambda: wrapped(*args, **marked))
-
-        async def astream(
-            wrapped: Callable[..., Any],
-            instance: Any,
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            metadata = pop_usage_metadata(kwargs)
-            provider, model = _call_of(instance, args, kwargs)
-            marked = _marked(kwargs, types)
-            return await achecked(provider, model, metadata, lambda: wrapped(*args, **marked))
-
         funnel = api_client.BaseApiClient
-        self.wrap(funnel, "request", request)
-        self.wrap(funnel, "request_streamed", request)
-        self.wrap(funnel, "async_request", arequest)
-        self.wrap(funnel, "async_request_streamed", arequest)
-        for owner, plain, streaming in (
-            (models.Models, method, stream),
-            (models.AsyncModels, amethod, astream),
-        ):
+        for name in ("request", "request_streamed", "async_request", "async_request_streamed"):
+            self.hook(funnel, name, describe_request, required=True)
+        for owner in (models.Models, models.AsyncModels):
             for name in _METHODS:
                 if name in owner.__dict__:
-                    self.wrap(owner, name, plain)
+                    self.hook(owner, name, describe_method)
             for name in _STREAMING:
-                if name in owner.__dict__:
-                    self.wrap(owner, name, streaming)
+                self.hook(owner, name, describe_method, required=True, deferred=True)
 
 
 INSTRUMENTOR = GoogleGenAIInstrumentor()
