@@ -26,7 +26,7 @@ from ._callfacts import CallFacts
 from ._errors import BudgetExceededError, EnforcementUnavailableError
 from ._events import Decision, Listener
 from ._feed import Feed, FeedResult, RetryPolicy
-from ._mirror import Mirror
+from ._mirror import Mirror, SnapshotMeta
 from ._poller import Poller
 from ._ruleset import CompiledRule, RuleSet, RuleVerdict
 from ._settings import Settings, Switches, warn_once
@@ -37,6 +37,12 @@ __all__ = ["Engine", "EngineStatus", "Explanation"]
 logger = logging.getLogger("enforcement")
 
 CACHE_TTL = 120.0
+# Rules another process of the host fetched are adopted for at most this many
+# poll intervals in a row; then this process asks the feed itself. It bounds
+# how long a forged but well-sealed sidecar (its author holds the API key) can
+# keep a process off the feed, and is large enough that a host of up to ten
+# processes still sends about one request per interval between them.
+SELF_FETCH_EVERY = 10
 UNINITIALIZED_MESSAGE = (
     "Request blocked: enforcement cache is uninitialized and REVENIUM_CB_FAIL_MODE=closed."
 )
@@ -132,6 +138,10 @@ class Engine:
         self._feed_lock = threading.Lock()
         self._poller = Poller(self._refresh, name=f"enforcement-poller-{self.settings.team_id}")
         self._cooldown_until = _NEVER
+        # When adopting other processes' fetches stops and this one fetches itself.
+        self._self_fetch_due: Optional[float] = None
+        # Since when the host lock could not be taken (its holder may be stopped).
+        self._lock_missed_since: Optional[float] = None
         self._failures = 0
         self._last_attempt_at: Optional[float] = None
         self._last_success_at: Optional[float] = None
@@ -158,7 +168,9 @@ class Engine:
         settings = self.settings
         if not settings.cache_dir or not settings.team_id:
             return None
-        return Mirror(settings.cache_dir, settings.base_url, settings.team_id)
+        return Mirror(
+            settings.cache_dir, settings.base_url, settings.team_id, secret=settings.api_key
+        )
 
     def _validate_configuration(self, warn: bool = True) -> bool:
         """Whether rules can be fetched; with ``warn``, each missing piece is warned about once.
@@ -271,7 +283,13 @@ class Engine:
         with self._start_lock:
             if not self._started:
                 self._validate_configuration()
-                self._load_snapshot()
+                try:
+                    self._load_snapshot()
+                except Exception:  # nothing on disk may make a check raise, now or later
+                    logger.warning(
+                        "Could not load the enforcement rules snapshot; waiting for the feed",
+                        exc_info=True,
+                    )
                 self._started = True
             if self._fetch_ready:
                 self._poller.ensure_running()
@@ -290,8 +308,8 @@ class Engine:
         meta = self._mirror.load_meta()
         if meta is not None and meta.rules_file == rules_file:
             self._etag = meta.etag
-            age = self._wall_clock() - meta.fetched_at
-            if 0 <= age < CACHE_TTL:
+            age = meta.age(self._wall_clock())
+            if age is not None and age < CACHE_TTL:
                 # Another process of this host fetched it moments ago: fresh, not stale.
                 self._fresh_until = self._clock() + CACHE_TTL - age
         logger.debug("Loaded %d enforcement rule(s) from the snapshot", len(ruleset))
@@ -335,49 +353,109 @@ class Engine:
                     inspection_policy=dataclasses.replace(
                         self._retry_policy,
                         retry_after_budget=min(self._retry_policy.retry_after_budget, 20.0),
+                        deadline=min(self._retry_policy.deadline, 30.0),
                     ),
                 )
                 self._feed_pid = os.getpid()
             return self._feed
 
     def _refresh(self) -> float:
-        """One refresh; returns the seconds until the next. Runs on the poller thread."""
-        interval = self.settings.poll_interval
-        now = self._clock()
-        if now < self._cooldown_until:
-            return self._cooldown_until - now
-        if self._mirror is not None:
-            with self._mirror.locked(timeout=0.5) as held:
-                if not held:
-                    return 1.0  # another process of this host is fetching: read its result
-                if self._adopt_recent_snapshot(interval):
-                    return self._jittered(interval)
-                return self._fetch_and_install(interval)
-        return self._fetch_and_install(interval)
+        """One refresh; returns the seconds until the next. Runs on the poller thread.
 
-    def _adopt_recent_snapshot(self, interval: float) -> bool:
-        """Take the rules another process of this host fetched within the interval."""
-        assert self._mirror is not None
-        meta = self._mirror.load_meta()
+        Whatever goes wrong is a failed refresh, recorded in :meth:`status`
+        and retried on the schedule, like a failed read of the feed.
+        """
+        interval = self.settings.poll_interval
+        try:
+            now = self._clock()
+            if now < self._cooldown_until:
+                return self._cooldown_until - now
+            if self._mirror is not None:
+                delay = self._share_with_host(interval)
+                if delay is not None:
+                    return delay
+            return self._fetch_and_install(interval)
+        except Exception as problem:
+            return self._record_unexpected(problem, interval)
+
+    def _share_with_host(self, interval: float) -> Optional[float]:
+        """Decide, under the host lock, whether this process fetches now.
+
+        Returns the delay before the next refresh when it does not (another
+        process fetched within the interval, or holds the lease to fetch),
+        ``None`` when it should fetch: it then holds the lease. Only this
+        decision is under the lock, never the network read, and a lease lasts
+        one interval, so a holder that stops or dies delays the host by at
+        most that. A lock that stays taken for a whole interval (its holder
+        stopped inside this short section) is fetched around.
+        """
+        mirror = self._mirror
+        assert mirror is not None
+        now = self._clock()
+        if self._self_fetch_due is None:
+            self._self_fetch_due = now + SELF_FETCH_EVERY * interval
+        meta: Optional[SnapshotMeta] = None
+        with mirror.locked(timeout=0.5) as held:
+            if held:
+                self._lock_missed_since = None
+                meta = mirror.load_meta()
+                wall = self._wall_clock()
+                if not self._recent_elsewhere(meta, interval, wall, now):
+                    if meta is not None and meta.lease_holder_alive(wall, interval):
+                        return min(1.0, interval)  # another process is fetching: read its result
+                    mirror.claim(meta, now=wall)
+                    return None
+        if held is None:
+            return None  # no lock can be had here (an unwritable directory): fetch alone
+        if not held:
+            if self._lock_missed_since is None:
+                self._lock_missed_since = now
+            if now - self._lock_missed_since < interval:
+                return min(1.0, interval)
+            logger.debug("The host's fetch lock has been held for an interval; fetching anyway")
+            return None
+        assert meta is not None
+        # Rules that cannot be taken from disk (unreadable, untrusted, replaced
+        # meanwhile) are fetched instead: adoption only ever saves a request.
+        return self._jittered(interval) if self._adopt(meta) else None
+
+    def _recent_elsewhere(
+        self, meta: Optional[SnapshotMeta], interval: float, wall: float, now: float
+    ) -> bool:
+        """Whether ``meta`` records another process's fetch within the interval, still on disk."""
         if meta is None or meta.pid == os.getpid():
             return False
-        age = self._wall_clock() - meta.fetched_at
-        rules_file = self._mirror.rules_file()
-        if not 0 <= age < min(interval, CACHE_TTL) or meta.rules_file != rules_file:
+        if self._self_fetch_due is not None and now >= self._self_fetch_due:
+            return False  # adopted long enough: this process asks the feed itself
+        age = meta.age(wall)
+        if age is None or age >= min(interval, CACHE_TTL):
             return False
+        assert self._mirror is not None
+        return meta.rules_file is not None and meta.rules_file == self._mirror.rules_file()
+
+    def _adopt(self, meta: SnapshotMeta) -> bool:
+        """Take the rules another process of this host fetched within the interval.
+
+        Read with the lock released; a rules file replaced meanwhile is not
+        taken (False: this process fetches for itself instead).
+        """
+        assert self._mirror is not None and meta.fetched_at is not None
+        rules_file = meta.rules_file
         if self._ruleset is None or self._snapshot_file != rules_file:
             payload = self._mirror.load()
-            if payload is None:
+            if payload is None or self._mirror.rules_file() != rules_file:
                 return False
             self._install(payload, source="disk")
             self._snapshot_file = rules_file
         self._etag = meta.etag
-        self._fresh_until = self._clock() + CACHE_TTL - age
+        age = max(0.0, self._wall_clock() - meta.fetched_at)
+        self._fresh_until = self._clock() + max(0.0, CACHE_TTL - age)
         self._record_success()
         return True
 
     def _fetch_and_install(self, interval: float) -> float:
         self._last_attempt_at = self._wall_clock()
+        self._self_fetch_due = self._clock() + SELF_FETCH_EVERY * interval
         etag = self._etag if self._ruleset is not None else None
         result = self._get_feed().fetch_rules(
             etag=etag, attempts=None if self._failures == 0 else 1
@@ -388,19 +466,38 @@ class Engine:
         generation = self._generation
         if not result.not_modified:
             assert result.payload is not None
-            self._install(result.payload, source="network", etag=result.etag)
+            try:
+                self._install(result.payload, source="network", etag=result.etag)
+            except Exception as problem:  # a payload no rule set can be built from
+                logger.debug("Could not compile the rules payload", exc_info=True)
+                return self._record_failure(
+                    FeedResult(
+                        status=result.status,
+                        error=f"payload not usable: {type(problem).__name__}: {problem}",
+                    ),
+                    interval,
+                )
             self._etag = result.etag
         ruleset = self._ruleset
         assert ruleset is not None
         self._fresh_until = self._clock() + CACHE_TTL
         self._record_success()
         if self._mirror is not None:
-            if self._generation != generation or self._snapshot_file is None:
-                self._mirror.save(ruleset.payload, etag=self._etag, fetched_at=fetched_at)
-                self._snapshot_file = self._mirror.rules_file()
-            else:  # unchanged: only the sidecar's fetch time moves
-                self._mirror.touch(etag=self._etag, fetched_at=fetched_at)
+            # Under the lock so that a process adopting never reads half a pair;
+            # written anyway when the lock's holder is stuck (each file is atomic).
+            with self._mirror.locked(timeout=0.5):
+                if self._generation != generation or self._snapshot_file is None:
+                    self._mirror.save(ruleset.payload, etag=self._etag, fetched_at=fetched_at)
+                    self._snapshot_file = self._mirror.rules_file()
+                else:  # unchanged: only the sidecar's fetch time moves
+                    self._mirror.touch(etag=self._etag, fetched_at=fetched_at)
         return self._jittered(interval)
+
+    def _record_unexpected(self, problem: Exception, interval: float) -> float:
+        logger.debug("Enforcement rules refresh failed unexpectedly", exc_info=True)
+        return self._record_failure(
+            FeedResult(error=f"refresh failed: {type(problem).__name__}: {problem}"), interval
+        )
 
     def _record_success(self) -> None:
         self._failures = 0
@@ -474,9 +571,10 @@ class Engine:
         if first:
             name = (rule.raw.get("name") if rule else None) or str(rule_id)
             logger.warning(
-                "Approaching the department budget enforced by rule %s; calls are "
+                "Approaching the department budget enforced by rule %s%s; calls are "
                 "blocked once the threshold is crossed",
                 name,
+                _spend_clause(balance, rule.threshold if rule else None),
             )
         self._emit(
             Decision(
@@ -580,7 +678,11 @@ class Engine:
         if not self._fetch_ready:
             return False
         self._cooldown_until = _NEVER
-        self._fetch_and_install(self.settings.poll_interval)
+        interval = self.settings.poll_interval
+        try:
+            self._fetch_and_install(interval)
+        except Exception as problem:
+            self._record_unexpected(problem, interval)
         return self._last_error is None
 
     def fetch_enforcement_rule(self, rule_id: str) -> Optional[dict[str, Any]]:
@@ -672,6 +774,19 @@ class _Silent:
 
 
 _SILENT = _Silent()
+
+
+def _spend_clause(balance: Optional[float], threshold: Optional[float]) -> str:
+    """`` (812.50 of 1000.00 spent)``: the caller's own balance, when the server published it.
+
+    The rule's ``currentValue`` is not quoted in its place: for a department
+    cap it is the department's largest single balance, somebody else's spend.
+    """
+    if balance is None:
+        return ""
+    if threshold is None:
+        return f" ({balance:.2f} spent)"
+    return f" ({balance:.2f} of {threshold:.2f} spent)"
 
 
 def _same_payload(current: RuleSet, candidate: RuleSet) -> bool:

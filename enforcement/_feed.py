@@ -4,16 +4,27 @@ Every read of the control plane goes through :meth:`Feed.get`, so the
 ``Retry-After`` budget and the cooldown it starts apply to the poller and to
 the inspection reads alike: a second, unguarded GET against an origin that
 asked us to back off would undo the point of backing off.
+
+One read, retries and all, ends by its policy's ``deadline``: httpx's timeouts
+bound each socket read, so a body trickling a byte every few seconds would
+otherwise hold the poller for ever. The deadline is checked as the body
+streams in.
+
+The roster read's ``search=`` is a person's email address, and httpx logs
+every request's URL at INFO. A filter on the ``httpx`` logger masks that
+parameter in the lines about our endpoint (only those), whichever transport,
+proxy or mount carried the request.
 """
 
 from __future__ import annotations
 
 import datetime
 import email.utils
-import json
 import logging
 import random
+import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 from urllib.parse import quote
@@ -22,7 +33,7 @@ import httpx
 
 from . import _json as json_pieces
 from ._settings import Settings
-from ._wire import Payload, PayloadError, parse_payload
+from ._wire import Payload, parse_payload
 
 __all__ = ["Feed", "FeedResult", "RetryPolicy"]
 
@@ -36,8 +47,9 @@ _RETRYABLE = frozenset({408, 429})
 class RetryPolicy:
     """How one read retries. ``str(policy)`` says it in a line.
 
-    >>> print(RetryPolicy())
-    5 attempts; backoff 0.5, 1, 2, 4 s, jittered 10%; Retry-After honoured up to 60 s
+    >>> print(RetryPolicy())  # doctest: +NORMALIZE_WHITESPACE
+    5 attempts; backoff 0.5, 1, 2, 4 s, jittered 10%;
+    Retry-After honoured up to 60 s; 120 s in all
     """
 
     attempts: int = 5
@@ -45,6 +57,7 @@ class RetryPolicy:
     jitter: float = 0.1
     retry_after_budget: float = 60.0
     cooldown_ceiling: float = 300.0
+    deadline: float = 120.0  # seconds for the whole read, every attempt and wait included
 
     def backoff(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait after failed attempt ``attempt`` (0-based)."""
@@ -55,12 +68,38 @@ class RetryPolicy:
         waits = ", ".join(f"{self.first_backoff * 2**i:g}" for i in range(self.attempts - 1))
         return (
             f"{self.attempts} attempts; backoff {waits} s, jittered {self.jitter:.0%}; "
-            f"Retry-After honoured up to {self.retry_after_budget:g} s"
+            f"Retry-After honoured up to {self.retry_after_budget:g} s; "
+            f"{self.deadline:g} s in all"
         )
 
 
 REFRESH_POLICY = RetryPolicy()
-INSPECTION_POLICY = RetryPolicy(retry_after_budget=20.0)
+INSPECTION_POLICY = RetryPolicy(retry_after_budget=20.0, deadline=30.0)
+
+
+class _MaskSearch(logging.Filter):
+    """Masks ``search=`` in httpx's request lines about the enforcement endpoint."""
+
+    _search = re.compile(r"([?&]search=)[^&\s\"']*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        if "/enforcement-rules/" in message and "search=" in message:
+            record.msg = self._search.sub(r"\1[redacted]", message)
+            record.args = ()
+        return True
+
+
+_MASK_SEARCH = _MaskSearch()
+
+
+def _mask_search_in_httpx_logs() -> None:
+    httpx_logger = logging.getLogger("httpx")
+    if _MASK_SEARCH not in httpx_logger.filters:
+        httpx_logger.addFilter(_MASK_SEARCH)
 
 
 @dataclass(frozen=True)
@@ -104,6 +143,10 @@ class _TooLarge(Exception):
     pass
 
 
+class _PastDeadline(Exception):
+    pass
+
+
 class Feed:
     """Reads the team's rules and the inspection resources from the control plane."""
 
@@ -123,6 +166,7 @@ class Feed:
         self.inspection_policy = inspection_policy
         self._wall_clock = wall_clock
         self._stop = stop
+        _mask_search_in_httpx_logs()
         self._client = httpx.Client(
             transport=transport,
             timeout=httpx.Timeout(timeout, connect=5.0),
@@ -170,7 +214,7 @@ class Feed:
             )
         try:
             payload = parse_payload(json_pieces.decode(body))
-        except (ValueError, PayloadError) as problem:
+        except Exception as problem:  # not JSON, too deep, the wrong shape
             return FeedResult(status=response.status_code, error=f"unreadable body: {problem}")
         return FeedResult(
             payload=payload, etag=response.headers.get("etag"), status=response.status_code
@@ -181,16 +225,20 @@ class Feed:
         url: str,
         params: Optional[dict[str, Any]] = None,
     ) -> Any:
-        """One inspection read: the decoded body, or ``None`` (204, failure, bad body)."""
-        result = self.get(url, params=params, policy=self.inspection_policy)
-        if isinstance(result, FeedResult):
-            return None
-        response, body = result
-        if response.status_code == 204:
-            return None
+        """One inspection read: the decoded body, or ``None`` (204, failure, bad body).
+
+        Never raises.
+        """
         try:
-            return json.loads(body)
-        except ValueError:
+            result = self.get(url, params=params, policy=self.inspection_policy)
+            if isinstance(result, FeedResult):
+                return None
+            response, body = result
+            if response.status_code == 204:
+                return None
+            return json_pieces.decode(body)
+        except Exception:
+            logger.debug("Inspection read failed", exc_info=True)
             return None
 
     def get(
@@ -205,13 +253,18 @@ class Feed:
         """GET under ``policy``: the first response not retried (2xx/304), or a failure."""
         budget = policy.retry_after_budget
         total = policy.attempts if attempts is None else max(1, attempts)
+        deadline = time.monotonic() + policy.deadline
         last_error = "no attempt made"
         for attempt in range(total):
-            wait: Optional[float] = policy.backoff(attempt)
+            wait = policy.backoff(attempt)
             try:
-                response, body = self._send(url, params, headers)
+                response, body = self._send(url, params, headers, deadline)
             except _TooLarge:
                 return FeedResult(status=200, error=f"body over {MAX_BODY_BYTES} bytes")
+            except _PastDeadline:
+                return FeedResult(
+                    error=f"no complete answer within the {policy.deadline:g} s deadline"
+                )
             except (httpx.TimeoutException, httpx.TransportError) as problem:
                 last_error = f"{type(problem).__name__}: {problem}"
             except Exception as problem:  # an httpx bug or a bad URL: not worth retrying
@@ -235,13 +288,25 @@ class Feed:
                         )
                     budget -= asked
                     wait = asked
-            if attempt == total - 1 or self._stop.wait(wait):
+            if attempt == total - 1:
+                break
+            if wait >= deadline - time.monotonic():
+                return FeedResult(
+                    error=f"{last_error}; no retry fits the {policy.deadline:g} s deadline"
+                )
+            if self._stop.wait(wait):
                 break
         return FeedResult(error=last_error)
 
     def _send(
-        self, url: str, params: Optional[dict[str, Any]], headers: Optional[dict[str, str]]
+        self,
+        url: str,
+        params: Optional[dict[str, Any]],
+        headers: Optional[dict[str, str]],
+        deadline: float,
     ) -> tuple[httpx.Response, bytes]:
+        if time.monotonic() >= deadline:
+            raise _PastDeadline
         with self._client.stream("GET", url, params=params, headers=headers) as response:
             length = response.headers.get("content-length")
             if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
@@ -252,5 +317,7 @@ class Feed:
                 size += len(chunk)
                 if size > MAX_BODY_BYTES:
                     raise _TooLarge
+                if time.monotonic() > deadline:
+                    raise _PastDeadline
                 chunks.append(chunk)
             return response, b"".join(chunks)

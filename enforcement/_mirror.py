@@ -11,17 +11,42 @@ interval.
 
 Writes go to a temporary file that is ``os.replace``d into place under a
 ``filelock``, so a reader never sees half a file, and are 0600 because the
-maps are keyed by people's email addresses.
+maps are keyed by people's email addresses. A temporary file is named for
+its writer (``.revenium_enforcement_tmp.<host>.<pid>.<random>.tmp``), so the
+next write sweeps those a killed process left behind.
+
+What is read back is not trusted blindly, because whoever can write the
+directory could otherwise steer every process of the host:
+
+* a file that is not a regular file (a FIFO would hang the read), that is
+  owned by another user or writable by everyone is ignored, with a warning
+  once; so is one over :data:`MAX_FILE_BYTES`;
+* anything unreadable (bad JSON, nesting past ``_json.MAX_DEPTH``, numbers
+  out of range) is absent, never an exception;
+* the sidecar is sealed with an HMAC keyed by the team's API key, so only a
+  process holding the key can tell the others "fetched just now, stay off
+  the feed", or hold the fetch lease.
+
+The host-wide lock covers only deciding who fetches: the chosen process
+records a lease (its pid and the time) in the sidecar and fetches with the
+lock released, so a stopped or dead holder delays the others by at most the
+lease's life, one poll interval.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import hmac
 import json
 import logging
+import math
 import os
+import socket
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -30,6 +55,7 @@ import filelock
 
 from . import _json as json_pieces
 from ._ruleset import rules_fingerprint
+from ._settings import warn_once
 from ._wire import Payload, coerce_balances, coerce_candidates, normalize_keys
 
 __all__ = ["Mirror", "SnapshotMeta", "snapshot_scope"]
@@ -40,6 +66,11 @@ RULES_PREFIX = "revenium_enforcement_rules"
 MAPS_PREFIX = "revenium_enforcement_org_unit_blocks"
 META_PREFIX = "revenium_enforcement_meta"
 LOCK_PREFIX = "revenium_enforcement_lock"
+TEMP_PREFIX = ".revenium_enforcement_tmp."
+_LEGACY_TEMP_PREFIX = ".tmp-"  # what versions before the writer's name wrote
+STALE_TEMP_SECONDS = 300.0
+MAX_FILE_BYTES = 64 * 1024 * 1024
+_SEAL_CONTEXT = b"enforcement snapshot sidecar v1\0"
 
 
 def snapshot_scope(base_url: str, team_id: str) -> str:
@@ -47,26 +78,140 @@ def snapshot_scope(base_url: str, team_id: str) -> str:
     return hashlib.sha256(f"{base_url}|{team_id}".encode()).hexdigest()[:16]
 
 
+def host_tag() -> str:
+    """This host, as it appears in temporary names and leases: pids only compare within it."""
+    try:
+        name = socket.gethostname()
+    except OSError:  # pragma: no cover - gethostname does not fail in practice
+        name = ""
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def pid_is_dead(pid: int) -> bool:
+    """True only when ``pid`` surely names no process on this host (POSIX; else False)."""
+    if os.name != "posix" or pid <= 0:
+        return False  # on Windows os.kill(pid, 0) would not probe, it would signal
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # alive under another user (EPERM), or unknowable
+        return False
+    return False
+
+
 @dataclass(frozen=True)
 class SnapshotMeta:
-    """Our sidecar: when the snapshot was fetched, its ETag, and which rules file it describes.
+    """Our sidecar: when the snapshot was fetched, its ETag, which rules file it describes,
+    and who, if anyone, holds the lease to fetch next.
 
     ``rules_file`` is the rules file's (size, mtime in ns) right after we wrote
     it: if another writer (the reference SDK, which knows nothing of this
     sidecar) replaced the file since, the sidecar no longer describes it.
+    ``fetched_at`` is ``None`` in a sidecar that records a lease and no fetch yet.
     """
 
-    fetched_at: float
+    fetched_at: Optional[float]
     etag: Optional[str]
-    rules_file: tuple[int, int]
+    rules_file: Optional[tuple[int, int]]
     pid: int
+    host: str = ""
+    lease_pid: int = 0
+    lease_host: str = ""
+    lease_at: Optional[float] = None
+
+    def age(self, now: float) -> Optional[float]:
+        """Seconds since the fetch; ``None`` without one or when it claims to be in the future."""
+        if self.fetched_at is None or self.fetched_at > now:
+            return None
+        return now - self.fetched_at
+
+    def lease_holder_alive(self, now: float, lease_seconds: float) -> bool:
+        """Whether another process holds a lease that still keeps this one waiting.
+
+        A lease lasts ``lease_seconds`` from when it was taken; one dated in the
+        future is void, and so is one whose holder on this host has died.
+        """
+        at = self.lease_at
+        if at is None or self.lease_pid <= 0 or at > now or now - at >= lease_seconds:
+            return False
+        if self.lease_host == host_tag():
+            if self.lease_pid == os.getpid():
+                return False
+            return not pid_is_dead(self.lease_pid)
+        return True
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "fetched_at": self.fetched_at,
+            "etag": self.etag,
+            "rules_file": list(self.rules_file) if self.rules_file is not None else None,
+            "pid": self.pid,
+            "host": self.host,
+            "lease": (
+                {"pid": self.lease_pid, "host": self.lease_host, "at": self.lease_at}
+                if self.lease_at is not None
+                else None
+            ),
+        }
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> SnapshotMeta:
+        """The sidecar's fields; ``KeyError``, ``TypeError``, ``ValueError`` or
+        ``OverflowError`` when malformed."""
+        rules_file = data["rules_file"]
+        lease = data.get("lease")
+        lease_at: Optional[float] = None
+        lease_pid, lease_host = 0, ""
+        if lease is not None:
+            lease_at = _finite(lease["at"])
+            lease_pid = _whole(lease["pid"])
+            lease_host = _text(lease.get("host"))
+        fetched_at = data.get("fetched_at")
+        etag = data.get("etag")
+        return cls(
+            _finite(fetched_at) if fetched_at is not None else None,
+            etag if isinstance(etag, str) and etag else None,
+            (_whole(rules_file[0]), _whole(rules_file[1])) if rules_file is not None else None,
+            _whole(data.get("pid", 0)),
+            _text(data.get("host")),
+            lease_pid,
+            lease_host,
+            lease_at,
+        )
+
+
+def _finite(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("not a number")
+    number = float(value)  # OverflowError for an integer past float range
+    if not math.isfinite(number):
+        raise ValueError("not finite")
+    return number
+
+
+def _whole(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("not an integer")
+    if not 0 <= value < 2**63:  # sizes, nanoseconds and pids all fit
+        raise ValueError("out of range")
+    return value
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 class Mirror:
-    """One team's snapshot files in one directory."""
+    """One team's snapshot files in one directory.
 
-    def __init__(self, directory: str, base_url: str, team_id: str) -> None:
+    ``secret`` (the team's API key) seals the sidecar: a sidecar sealed with
+    another key, or none, is read as absent.
+    """
+
+    def __init__(self, directory: str, base_url: str, team_id: str, secret: str = "") -> None:
         self.directory = directory
+        self._seal_key = hashlib.sha256(_SEAL_CONTEXT + secret.encode("utf-8")).digest()
         scope = snapshot_scope(base_url, team_id)
         self.rules_path = os.path.join(directory, f"{RULES_PREFIX}.{scope}.json")
         self.maps_path = os.path.join(directory, f"{MAPS_PREFIX}.{scope}.json")
@@ -76,7 +221,17 @@ class Mirror:
     # -- reading -----------------------------------------------------------
 
     def load(self) -> Optional[Payload]:
-        """The snapshot on disk, or ``None`` when there is none or it is unreadable."""
+        """The snapshot on disk, or ``None`` when there is none or it is unreadable.
+
+        Never raises: nothing on disk may make a check raise.
+        """
+        try:
+            return self._load()
+        except Exception:
+            logger.debug("Unreadable rules snapshot in %s", self.directory, exc_info=True)
+            return None
+
+    def _load(self) -> Optional[Payload]:
         data = _read_json(self.rules_path)
         if isinstance(data, list):
             rules = data
@@ -103,19 +258,32 @@ class Mirror:
         )
 
     def load_meta(self) -> Optional[SnapshotMeta]:
+        """Our sidecar, or ``None`` when it is absent, unreadable, untrusted or not sealed by us.
+
+        Never raises: a sidecar is advice about freshness, and no advice is
+        the safe reading of a broken one (this process fetches for itself).
+        """
         data = _read_json(self.meta_path)
         if not isinstance(data, dict):
             return None
         try:
-            size, mtime = data["rules_file"]
-            return SnapshotMeta(
-                float(data["fetched_at"]),
-                data.get("etag") or None,
-                (int(size), int(mtime)),
-                int(data.get("pid", 0)),
-            )
-        except (KeyError, TypeError, ValueError):
+            seal = data.get("seal")
+            body = {key: value for key, value in data.items() if key != "seal"}
+            if not isinstance(seal, str) or not hmac.compare_digest(seal, self._seal(body)):
+                logger.debug("Ignoring a snapshot sidecar that is not sealed with this team's key")
+                return None
+            return SnapshotMeta.from_wire(body)
+        except Exception:
+            logger.debug("Ignoring an unreadable snapshot sidecar", exc_info=True)
             return None
+
+    def _seal(self, body: dict[str, Any]) -> str:
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return hmac.new(self._seal_key, canonical.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def _write_meta(self, meta: SnapshotMeta) -> None:
+        body = meta.to_wire()
+        _write_private_json(self.meta_path, {**body, "seal": self._seal(body)})
 
     def rules_file(self) -> Optional[tuple[int, int]]:
         """The rules file's (size, mtime in ns), which tells one write from another."""
@@ -128,19 +296,39 @@ class Mirror:
     # -- writing -----------------------------------------------------------
 
     @contextlib.contextmanager
-    def locked(self, timeout: float = 5.0) -> Iterator[bool]:
-        """Hold the host-wide lock for this team's snapshot; yields False on timeout."""
+    def locked(self, timeout: float = 5.0) -> Iterator[Optional[bool]]:
+        """Hold the host-wide lock for this team's snapshot.
+
+        Yields True when held, False when another process held it past
+        ``timeout``, ``None`` when no lock can be had here at all (the
+        directory cannot be written).
+        """
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
             lock = filelock.FileLock(self.lock_path, timeout=timeout, mode=0o600)
             lock.acquire()
-        except (filelock.Timeout, OSError):
+        except filelock.Timeout:
             yield False
+            return
+        except OSError:
+            yield None
             return
         try:
             yield True
         finally:
             lock.release()
+
+    def claim(self, meta: Optional[SnapshotMeta], *, now: float) -> None:
+        """Record, in the sidecar, that this process fetches next (hold :meth:`locked`)."""
+        base = meta or SnapshotMeta(None, None, None, 0)
+        try:
+            self._write_meta(
+                dataclasses.replace(
+                    base, lease_pid=os.getpid(), lease_host=host_tag(), lease_at=now
+                )
+            )
+        except Exception:  # the fetch goes ahead unannounced
+            logger.debug("Could not record the fetch lease in %s", self.directory, exc_info=True)
 
     def save(self, payload: Payload, *, etag: Optional[str], fetched_at: float) -> bool:
         """Write maps, then rules, then our sidecar, each atomically. Never raises.
@@ -152,6 +340,7 @@ class Mirror:
         """
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            self.sweep_temporary_files()
             maps = {
                 "rules_fingerprint": "",
                 "blocks": payload.blocks,
@@ -168,39 +357,116 @@ class Mirror:
             _write_private_text(self.rules_path, json_pieces.encode_list(payload.rules))
             self.touch(etag=etag, fetched_at=fetched_at)
             return True
-        except (OSError, TypeError, ValueError):
+        except Exception:
             logger.warning(
                 "Could not write the rules snapshot to %s", self.directory, exc_info=True
             )
             return False
 
     def touch(self, *, etag: Optional[str], fetched_at: float) -> None:
-        """Record a fetch that found the snapshot on disk still current (a 304)."""
+        """Record a fetch that found the snapshot on disk still current (a 304).
+
+        It also ends this process's lease: the fetch it was taken for is done.
+        """
         rules_file = self.rules_file()
         if rules_file is None:
             return
-        _write_private_json(
-            self.meta_path,
-            {
-                "fetched_at": fetched_at,
-                "etag": etag,
-                "rules_file": list(rules_file),
-                "pid": os.getpid(),
-            },
-        )
+        try:
+            self._write_meta(SnapshotMeta(fetched_at, etag, rules_file, os.getpid(), host_tag()))
+        except Exception:
+            logger.debug(
+                "Could not write the snapshot sidecar in %s", self.directory, exc_info=True
+            )
+
+    def sweep_temporary_files(self, now: Optional[float] = None) -> int:
+        """Remove the temporary files killed writers left behind; returns how many.
+
+        A temporary file is stale when it is older than :data:`STALE_TEMP_SECONDS`
+        (no write takes that long) or when its writer, a process of this host,
+        is dead. Another host's pid (a container sharing the volume) proves
+        nothing here, so only age removes its files. Never raises.
+        """
+        moment = time.time() if now is None else now
+        removed = 0
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return 0
+        here, mine = host_tag(), os.getpid()
+        for name in names:
+            if name.startswith(TEMP_PREFIX):
+                parts = name[len(TEMP_PREFIX) :].split(".")
+                host = parts[0] if parts else ""
+                pid = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            elif name.startswith(_LEGACY_TEMP_PREFIX) and name.endswith(".json"):
+                host, pid = "", 0
+            else:
+                continue
+            path = os.path.join(self.directory, name)
+            try:
+                info = os.lstat(path)
+                if not stat.S_ISREG(info.st_mode) or not _owned_by_us(info):
+                    continue
+                old = moment - info.st_mtime > STALE_TEMP_SECONDS
+                orphan = host == here and pid not in (0, mine) and pid_is_dead(pid)
+                if old or orphan:
+                    os.unlink(path)
+                    removed += 1
+            except OSError:
+                continue
+        if removed:
+            logger.debug("Removed %d stale temporary snapshot file(s)", removed)
+        return removed
 
 
 def _has_entries(maps: dict[str, Any]) -> bool:
     return any(maps.get(name) for name in ("blocks", "balances", "warnings", "candidates"))
 
 
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)  # a FIFO opens at once instead of waiting for a writer
+    | getattr(os, "O_NOFOLLOW", 0)  # a planted symlink is not followed
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def _owned_by_us(info: os.stat_result) -> bool:
+    geteuid = getattr(os, "geteuid", None)
+    return geteuid is None or info.st_uid == geteuid()
+
+
+def _untrusted(info: os.stat_result) -> Optional[str]:
+    """Why a snapshot file must not be read, or ``None`` when it may be."""
+    if not stat.S_ISREG(info.st_mode):
+        return "it is not a regular file"
+    if not _owned_by_us(info):
+        return "it is owned by another user"
+    if os.name == "posix" and info.st_mode & stat.S_IWOTH:
+        return "anyone may write it"
+    if info.st_size > MAX_FILE_BYTES:
+        return f"it is over {MAX_FILE_BYTES} bytes"
+    return None
+
+
 def _read_json(path: str) -> Any:
+    """The decoded file, or ``None`` when it is absent, untrusted or unreadable. Never raises."""
     try:
-        with open(path, "rb") as handle:
-            return json_pieces.decode(handle.read())
+        fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
+    except OSError as problem:  # ELOOP: a symlink; EACCES; ENXIO...
+        warn_once(f"snapshot:{path}", "Ignoring the snapshot file %s: %s", path, problem)
+        return None
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            reason = _untrusted(os.fstat(handle.fileno()))
+            if reason is not None:
+                warn_once(f"snapshot:{path}", "Ignoring the snapshot file %s: %s", path, reason)
+                return None
+            return json_pieces.decode(handle.read(MAX_FILE_BYTES + 1))
+    except Exception:  # bad JSON, too deep, a read error: the file is unreadable, no more
         logger.debug("Unreadable snapshot file %s", path, exc_info=True)
         return None
 
@@ -213,7 +479,9 @@ def _write_private_json(path: str, data: Any) -> None:
 def _write_private_text(path: str, text: str) -> None:
     """Write ``text`` to ``path`` atomically, readable by this user only."""
     directory = os.path.dirname(path)
-    fd, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    fd, temporary = tempfile.mkstemp(
+        prefix=f"{TEMP_PREFIX}{host_tag()}.{os.getpid()}.", suffix=".tmp", dir=directory
+    )
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             if hasattr(os, "fchmod"):

@@ -67,10 +67,14 @@ def parse_window_end(raw: Any) -> Optional[float]:
 
     ISO-8601 with up to nine fraction digits, ``Z`` or an offset and maybe a
     ``[Zone]`` suffix, read as UTC without an offset; or epoch seconds, which
-    the reference SDK ignores (CONTRACT §7).
+    the reference SDK ignores (CONTRACT §7). An integer past float range
+    (``10**400`` is valid JSON) is unreadable, as the reference has it: no end.
     """
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        return float(raw) if raw == raw else None
+        try:
+            return float(raw) if raw == raw else None
+        except OverflowError:
+            return None
     if not isinstance(raw, str):
         return None
     try:

@@ -198,7 +198,7 @@ class Fault:
 
     ``Fault.status(429, headers={"Retry-After": "2"})``, ``Fault.hang()``,
     ``Fault.reset()``, ``Fault.garbage()``, ``Fault.body(b"[1,2]")``,
-    ``Fault.huge(20 * 2**20)``, ``Fault.delay(0.5)``.
+    ``Fault.huge(20 * 2**20)``, ``Fault.delay(0.5)``, ``Fault.trickle(b"[]", every=2)``.
     """
 
     kind: str
@@ -262,6 +262,24 @@ class Fault:
         read can catch it.
         """
         return cls("huge", nbytes=nbytes, chunked=chunked)
+
+    @classmethod
+    def trickle(
+        cls,
+        content: bytes = b'{"rules": []}',
+        every: float = 2.0,
+        status: int = 200,
+        content_type: str = "application/json",
+    ) -> Fault:
+        """Answer ``status`` at once, then send ``content`` one byte every ``every`` seconds.
+
+        The connection never goes quiet for long enough to trip a read
+        timeout, yet the body takes ``len(content) * every`` seconds: only a
+        deadline on the whole read ends it. :meth:`RulesServer.close` cuts it.
+        """
+        return cls(
+            "trickle", code=status, content=content, content_type=content_type, seconds=every
+        )
 
     @classmethod
     def delay(cls, seconds: float) -> Fault:
@@ -760,6 +778,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._drop()
         elif fault.kind == "huge":
             self._send_huge(fault.nbytes, fault.chunked, owner._closing)
+        elif fault.kind == "trickle":
+            self._send_trickle(fault, owner._closing)
         else:
             headers = {"Content-Type": fault.content_type} if fault.content else {}
             headers.update(dict(fault.headers))
@@ -781,6 +801,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body and not no_body:
             self.wfile.write(body)
+
+    def _send_trickle(self, fault: Fault, closing: threading.Event) -> None:
+        self.send_response(fault.code)
+        self.send_header("Content-Type", fault.content_type)
+        self.send_header("Content-Length", str(len(fault.content)))
+        self.end_headers()
+        for index in range(len(fault.content)):
+            if closing.wait(fault.seconds):
+                self._drop()
+                return
+            self.wfile.write(fault.content[index : index + 1])
 
     def _send_huge(self, nbytes: int, chunked: bool, closing: threading.Event) -> None:
         head, tail = b'{"rules":[],"padding":"', b'"}'

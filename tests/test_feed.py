@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import logging
 import os
 import threading
 import time
@@ -370,3 +371,43 @@ def test_a_forked_child_polls_for_itself(loaded: Engine, server: RulesServer) ->
     _, status = os.waitpid(pid, 0)
     assert os.read(read, 1) == b"1"
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_trickling_body_is_cut_off_by_the_read_deadline(
+    make_engine: Callable[..., Engine], server: RulesServer, feed_env: dict[str, str]
+) -> None:
+    policy = RetryPolicy(first_backoff=0.01, jitter=0.0, retry_after_budget=2.0, deadline=1.5)
+    engine = make_engine(environ=feed_env, retry_policy=policy, timeout=5.0)
+    server.set_rules([breached()])
+    assert engine.refresh()
+    # Every byte arrives well inside the read timeout; the body would take 100 s.
+    server.set_fault(Fault.trickle(b'{"rules": []}' + b" " * 187, every=0.5))
+    outcome: list[bool] = []
+    reader = threading.Thread(target=lambda: outcome.append(engine.refresh()), daemon=True)
+    started = time.monotonic()
+    reader.start()
+    reader.join(15.0)
+    assert outcome == [False]
+    assert time.monotonic() - started < 5.0
+    status = engine.status()
+    assert status.last_error is not None and "deadline" in status.last_error
+    assert status.consecutive_failures == 1
+    assert blocks(engine)
+
+
+def test_the_read_deadline_is_part_of_the_printed_policy() -> None:
+    assert str(RetryPolicy()).endswith("Retry-After honoured up to 60 s; 120 s in all")
+
+
+def test_the_roster_search_email_stays_out_of_httpx_request_logs(
+    engine: Engine, server: RulesServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        roster = engine.fetch_enforcement_rule_roster("1", search="Ann.Lee@example.com")
+    assert roster is not None
+    assert server.requests[-1].query["search"] == "Ann.Lee@example.com"  # sent as asked
+    request_lines = [r.getMessage() for r in caplog.records if r.name.startswith("httpx")]
+    assert any("/roster?" in line for line in request_lines)
+    assert "search=[redacted]" in caplog.text
+    for spelling in ("Ann.Lee@example.com", "Ann.Lee%40example.com", "example.com"):
+        assert spelling not in caplog.text

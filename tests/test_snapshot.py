@@ -129,7 +129,7 @@ def test_snapshot_files_have_the_reference_names_shapes_and_mode(
     assert maps["rules_fingerprint"] == hashlib.sha256(canonical.encode()).hexdigest()
     for path in (rules_file, maps_file):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert not [p for p in cache_dir.iterdir() if p.name.startswith(".tmp-")]
+    assert not [p for p in cache_dir.iterdir() if p.name.startswith(".revenium_enforcement_tmp.")]
 
 
 def test_restarted_process_blocks_on_its_first_call(

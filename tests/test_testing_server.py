@@ -374,6 +374,18 @@ def test_close_releases_a_hanging_handler_promptly() -> None:
     server.close()  # idempotent
 
 
+def test_trickle_sends_the_body_a_byte_at_a_time(server: RulesServer) -> None:
+    server.add_fault(Fault.trickle(b"[1]", every=0.1))
+    pieces = []
+    started = time.monotonic()
+    with httpx.Client(headers=KEY, timeout=0.5) as http, http.stream("GET", server.url) as response:
+        assert response.status_code == 200
+        assert response.headers["content-length"] == "3"
+        pieces = list(response.iter_raw())
+    assert b"".join(pieces) == b"[1]" and len(pieces) == 3
+    assert time.monotonic() - started >= 0.25
+
+
 @pytest.mark.parametrize("chunked", [False, True])
 def test_huge_body_is_streamed_to_size(
     server: RulesServer, client: httpx.Client, chunked: bool
