@@ -10,13 +10,24 @@ on the module at call time, so it reaches the hooks too; code that did
 ``from litellm import completion`` before ``instrument()`` keeps the original
 (``import enforcement.auto`` first avoids that, as it patches on import).
 
+Where a Router method lives depends on the release. In older releases (1.53
+to 1.106 at least) it is a function in ``Router``'s own namespace. In 1.110
+``Router`` is a facade over its Rust core: the methods are functions of the
+core's class (``litellm.router_rust.core.RustCore``), which the facade's
+metaclass hands out for ``Router.completion`` and a router instance forwards
+to for ``router.completion``. Each method is wrapped in the namespace that defines
+it, found by the function itself (see :func:`_defining_class`), and restored
+there by identity; a Router funnel that cannot be found is reported in
+``status()`` rather than skipped.
+
 One user call is checked once, by the outermost hook: a Router call is
 checked on entry, before its retries and fallbacks (which would otherwise
-retry a refused call), and the ``litellm.acompletion`` and openai SDK hooks
-below it pass through. Every call is checked under the provider label
-``litellm`` and the model as LiteLLM routes it (``openai/gpt-4o``); a Router
-call's model group is resolved to its deployment's model when the group has
-exactly one.
+retry a refused call and wrap its refusal in their own message), and the
+``litellm.acompletion`` and openai SDK hooks below it pass through, so a
+refusal reaches the caller as the :class:`BudgetExceededError` itself. Every
+call is checked under the provider label ``LITELLM`` and the model as LiteLLM
+routes it (``openai/gpt-4o``); a Router call's model group is resolved to its
+deployment's model when the group has exactly one.
 
 On the LiteLLM proxy the check belongs to :class:`EnforcementGuardrail`, which
 answers a refused request with HTTP 429. Once a guardrail exists in the
@@ -37,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from .._engine import Engine
 from .._errors import BudgetExceededError
 from .._metadata import current_metadata, merge_metadata
+from .._providers import LITELLM
 from ._base import (
     Instrumentor,
     achecked,
@@ -64,8 +76,8 @@ if TYPE_CHECKING:  # built on first use by the module __getattr__ below
 logger = logging.getLogger("enforcement.hooks.litellm")
 
 
-#: the provider label every LiteLLM call is checked under.
-PROVIDER = "litellm"
+#: the provider label every LiteLLM call is checked under (kept under this name too).
+PROVIDER = LITELLM
 
 #: ``litellm.<name>`` entry points that spend money, each with the function whose
 #: signature says where its ``model`` goes (``aembedding(*args)`` forwards to
@@ -115,6 +127,11 @@ ROUTER_METHODS: tuple[str, ...] = (
     "arerank",
 )
 
+#: Where ``model`` sits among a Router method's positional arguments when its
+#: signature does not say (the Rust core's methods take ``*args``): first, but
+#: after the prompt for image generation, as LiteLLM's Router has always had it.
+_ROUTER_MODEL_AT: Mapping[str, int] = {"image_generation": 1, "aimage_generation": 1}
+
 _GUARDRAIL_NAME = "revenium-enforcement"
 _ORGANIZATION_HEADERS = ("x-revenium-organization-name", "x-revenium-organization-id")
 _PRODUCT_HEADERS = ("x-revenium-product-name", "x-revenium-product-id")
@@ -123,16 +140,22 @@ _PRODUCT_HEADERS = ("x-revenium-product-name", "x-revenium-product-id")
 # -- the model a call is checked under ------------------------------------------
 
 
-def _model_position(function: Any, skip_self: bool) -> Optional[int]:
-    """Where ``model`` sits among the positional arguments; None when keyword-only."""
+def _model_position(function: Any, skip_self: bool, opaque: Optional[int] = None) -> Optional[int]:
+    """Where ``model`` sits among the positional arguments; None when keyword-only.
+
+    ``opaque`` is the answer for a signature that takes ``*args`` before any
+    ``model`` (it cannot say where the model goes).
+    """
     try:
         parameters = list(inspect.signature(function).parameters.values())
     except (TypeError, ValueError):
-        return None
+        return opaque
     if skip_self and parameters and parameters[0].name == "self":
         parameters = parameters[1:]
     for index, parameter in enumerate(parameters):
-        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.KEYWORD_ONLY):
+        if parameter.kind is parameter.VAR_POSITIONAL:
+            return opaque
+        if parameter.kind is parameter.KEYWORD_ONLY:
             return None
         if parameter.name == "model":
             return index
@@ -166,7 +189,7 @@ def _deployment_model(router: Any, name: Optional[str]) -> Optional[str]:
         return name
     try:
         served = set()
-        for deployment in router.get_model_list(model_name=name) or ():
+        for deployment in _deployments(router, name) or ():
             params = deployment.get("litellm_params") or {}
             model = _routed(params.get("model"), params)
             if not isinstance(model, str) or not model or "*" in model:
@@ -178,6 +201,54 @@ def _deployment_model(router: Any, name: Optional[str]) -> Optional[str]:
         return name
 
 
+def _deployments(router: Any, name: str) -> Any:
+    """A Router's deployments for a model group, by the API its release has.
+
+    In 1.110 that is ``registry().deployments(name)`` (``get_model_list``
+    still answers there, but is deprecated and warns); before, ``get_model_list``.
+    The hooks get the Router's core rather than the Router in 1.110: it has
+    the same ``registry()``.
+    """
+    registry = getattr(router, "registry", None)
+    if callable(registry):
+        return registry().deployments(name)
+    return router.get_model_list(model_name=name)
+
+
+def _router_class(module: ModuleType) -> Any:
+    router = getattr(module, "Router", None)
+    if router is None:
+        router = getattr(importlib.import_module("litellm.router"), "Router", None)
+    return router
+
+
+def _defining_class(router: type, name: str) -> Optional[type]:
+    """The class whose own namespace holds the function a Router call ``name`` runs.
+
+    ``Router`` or a class in its MRO when it defines the method; otherwise the
+    class that defines the function ``Router.name`` hands out (in 1.110 the
+    metaclass hands out the Rust core's methods, and an instance forwards to
+    its core), found by the function's module and qualified name and kept only
+    when that class's namespace holds that very function. None when nothing
+    defines it, or when what the Router hands out is made up on the fly (an
+    endpoint served per instance): that has no namespace to wrap and restore.
+    """
+    for klass in router.__mro__:
+        if name in vars(klass):
+            return klass
+    try:
+        function = getattr(router, name)
+    except Exception:  # absent; or a facade that cannot say
+        return None
+    owner: Any = sys.modules.get(getattr(function, "__module__", None) or "")
+    path = (getattr(function, "__qualname__", None) or "").split(".")
+    for part in path[:-1]:
+        owner = getattr(owner, part, None)
+    if path[-1:] != [name] or not isinstance(owner, type):
+        return None
+    return owner if vars(owner).get(name) is function else None
+
+
 # -- the hooks ------------------------------------------------------------------
 
 
@@ -187,7 +258,9 @@ class LiteLLMInstrumentor(Instrumentor):
     name = "litellm"
     module = "litellm"
     distribution = "litellm"
-    minimum = (1, 40)
+    # The oldest release the tests run on: 1.15 to 1.52 are not on the index they install from.
+    minimum = (1, 53)
+    provider = LITELLM
     below = (2,)
 
     def __init__(self) -> None:
@@ -217,7 +290,7 @@ class LiteLLMInstrumentor(Instrumentor):
             if self._proxy_owns(kwargs):
                 return unchecked(lambda: wrapped(*args, **kwargs))
             model = model_of(instance, args, kwargs)
-            return checked(PROVIDER, model, metadata, lambda: wrapped(*args, **kwargs))
+            return checked(LITELLM, model, metadata, lambda: wrapped(*args, **kwargs))
 
         async def acall(
             wrapped: Callable[..., Any],
@@ -229,7 +302,7 @@ class LiteLLMInstrumentor(Instrumentor):
             if self._proxy_owns(kwargs):
                 return await aunchecked(lambda: wrapped(*args, **kwargs))
             model = model_of(instance, args, kwargs)
-            return await achecked(PROVIDER, model, metadata, lambda: wrapped(*args, **kwargs))
+            return await achecked(LITELLM, model, metadata, lambda: wrapped(*args, **kwargs))
 
         return acall if inspect.iscoroutinefunction(function) else call
 
@@ -240,15 +313,19 @@ class LiteLLMInstrumentor(Instrumentor):
                 continue
             position = _model_position(getattr(module, placed_like, function), skip_self=False)
             self.wrap(module, name, self._hook(function, position, router=False))
-        router = getattr(module, "Router", None)
+        router = _router_class(module)
         if router is None:
-            router = getattr(importlib.import_module("litellm.router"), "Router", None)
+            self._missing.append("litellm.Router")
+            return
         for name in ROUTER_METHODS:
-            method = router.__dict__.get(name) if router is not None else None
-            if method is None:
+            owner = _defining_class(router, name)
+            if owner is None:
+                # What the Router hands out has no namespace to patch: report it as missing.
+                self._missing.append(f"{router.__module__}.{router.__qualname__}.{name}")
                 continue
-            position = _model_position(method, skip_self=True)
-            self.wrap(router, name, self._hook(method, position, router=True))
+            method = vars(owner)[name]
+            position = _model_position(method, skip_self=True, opaque=_ROUTER_MODEL_AT.get(name, 0))
+            self.wrap(owner, name, self._hook(method, position, router=True), required=True)
 
 
 INSTRUMENTOR = LiteLLMInstrumentor()
@@ -366,15 +443,23 @@ def _too_many_requests(error: BudgetExceededError, detail: dict[str, Any]) -> Ex
     """
     headers = {"x-should-retry": "false"}
     try:
-        proxy_types = importlib.import_module("litellm.proxy._types")
-        return proxy_types.ProxyException(  # type: ignore[no-any-return]
-            message=error.message,
-            type="budget_exceeded",
-            param=None,
-            code=429,
-            headers=headers,
-            provider_specific_fields=detail,
-        )
+        kind: Any = importlib.import_module("litellm.proxy._types").ProxyException
+        fields: dict[str, Any] = {
+            "message": error.message,
+            "type": "budget_exceeded",
+            "param": None,
+            "code": 429,
+            "headers": headers,
+        }
+        carries_detail = "provider_specific_fields" in inspect.signature(kind).parameters
+        if carries_detail:
+            fields["provider_specific_fields"] = detail
+        refusal: Exception = kind(**fields)
+        if not carries_detail:  # an older proxy sends no details; they are on the exception still
+            refusal.provider_specific_fields = detail  # type: ignore[attr-defined]
+        if not hasattr(refusal, "status_code"):  # what older proxies take the status from
+            refusal.status_code = 429  # type: ignore[attr-defined]
+        return refusal
     except Exception:
         logger.debug("No ProxyException in this LiteLLM; using HTTPException", exc_info=True)
     try:
@@ -393,12 +478,17 @@ def _guardrail_class() -> type:
         pre_call = pre_call.pre_call
     except (ImportError, AttributeError):
         pre_call = "pre_call"
+    # Older releases (1.55 and before) take no ``default_on``; the attribute is set all the same.
+    try:
+        takes_default_on = "default_on" in inspect.signature(base.__init__).parameters
+    except (TypeError, ValueError):
+        takes_default_on = True
 
     class EnforcementGuardrail(base):  # type: ignore[misc]
         """Budget enforcement for the LiteLLM proxy: a refused request gets HTTP 429.
 
         Runs before every proxied call (chat, completions, embeddings, images,
-        audio, responses, messages), judged under provider ``litellm``, the
+        audio, responses, messages), judged under provider ``LITELLM``, the
         model the request names (resolved to its deployment's model when the
         group has one) and the caller: the virtual key's team, owner and
         alias, overridden per call by the ``x-revenium-organization-name``,
@@ -432,8 +522,12 @@ def _guardrail_class() -> type:
             kwargs.setdefault("guardrail_name", _GUARDRAIL_NAME)
             if kwargs.get("event_hook") is None:
                 kwargs["event_hook"] = pre_call
-            kwargs.setdefault("default_on", True)
+            default_on = kwargs.pop("default_on", True)
+            if takes_default_on:
+                kwargs["default_on"] = default_on
             super().__init__(**kwargs)
+            if not takes_default_on:
+                self.default_on = default_on
             self.engine = engine
             INSTRUMENTOR.proxy_guardrail_built = True
 
@@ -455,7 +549,7 @@ def _guardrail_class() -> type:
                 caller, model = {}, requested if isinstance(requested, str) else None
             engine = self.engine or hooked_engine()
             try:
-                await engine.acheck(current_metadata(caller), model=model, provider=PROVIDER)
+                await engine.acheck(current_metadata(caller), model=model, provider=LITELLM)
             except BudgetExceededError as error:
                 name = getattr(self, "guardrail_name", None) or _GUARDRAIL_NAME
                 detail = _budget_detail(error, requested, name)
