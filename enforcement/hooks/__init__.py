@@ -24,6 +24,10 @@ PROVIDERS: dict[str, str] = {
     "ollama": "enforcement.hooks.ollama",
     "litellm": "enforcement.hooks.litellm",
     "langchain": "enforcement.hooks.langchain",
+    "bedrock": "enforcement.hooks.bedrock",
+    "vertexai": "enforcement.hooks.vertexai",
+    "perplexity": "enforcement.hooks.perplexity",
+    "fal": "enforcement.hooks.fal",
 }
 
 _lock = threading.Lock()
