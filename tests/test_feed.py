@@ -402,7 +402,8 @@ def test_the_read_deadline_is_part_of_the_printed_policy() -> None:
 def test_the_roster_search_email_stays_out_of_httpx_request_logs(
     engine: Engine, server: RulesServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.DEBUG):
+    # at_level on "httpx" itself: another library (LiteLLM) may have set it to WARNING.
+    with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="httpx"):
         roster = engine.fetch_enforcement_rule_roster("1", search="Ann.Lee@example.com")
     assert roster is not None
     assert server.requests[-1].query["search"] == "Ann.Lee@example.com"  # sent as asked
