@@ -12,8 +12,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PIP=(-m pip install -q --disable-pip-version-check)
-SDKS=(openai anthropic google-genai ollama litellm langchain-core boto3 google-cloud-aiplatform
-  perplexityai fal-client)
+SDKS=(openai anthropic google-genai ollama litellm langchain-core boto3 perplexityai fal-client)
+# SDKs whose newest release caps another's (google-cloud-aiplatform keeps google-genai below 3):
+# each gets a venv of its own for --latest, with only its own tests.
+APART=(google-cloud-aiplatform:vertexai)
 
 locked() {
   python3 -m venv .venv
@@ -24,13 +26,26 @@ locked() {
   .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 }
 
+# A venv with the locked suite, then the newest release of the given SDKs; report per SDK.
+newest() {
+  local venv=$1 sdks=$2
+  shift 2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" "${PIP[@]}" -c tests/constraints.txt -e '.[test]'
+  # shellcheck disable=SC2086  # $sdks is a list of names
+  "$venv/bin/python" "${PIP[@]}" --upgrade $sdks
+  # shellcheck disable=SC2086
+  "$venv/bin/python" tests/sdk_report.py $sdks -- -q -p no:cacheprovider "$@"
+}
+
 latest() {
-  rm -rf .venv-latest
-  python3 -m venv .venv-latest
-  .venv-latest/bin/python "${PIP[@]}" -e '.[test]'
-  .venv-latest/bin/python "${PIP[@]}" --upgrade "${SDKS[@]}"
-  .venv-latest/bin/python tests/sdk_report.py "${SDKS[@]}" -- \
-    -q -p no:cacheprovider tests/hooks "$@"
+  local failed=0 apart
+  newest .venv-latest "${SDKS[*]}" tests/hooks -k "not vertexai" "$@" || failed=1
+  for apart in "${APART[@]}"; do
+    newest ".venv-latest-${apart#*:}" "${apart%%:*}" tests/hooks -k "${apart#*:}" "$@" || failed=1
+  done
+  return $failed
 }
 
 # The interpreter for one Python version: on PATH, or installed by pyenv but not selected.
