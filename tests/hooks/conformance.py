@@ -10,7 +10,8 @@ checks:
 - ``usage_metadata=`` is used for the verdict and stripped before sending;
 - bypass, other-model and other-provider rules let the call through;
 - a call inside an outer hooked layer is checked once;
-- ``uninstrument()`` restores every original by identity.
+- instrumenting twice wraps nothing twice, and ``uninstrument()`` restores
+  every original by identity.
 
 A new provider adds one ``tables/<provider>.py`` module and lists it in
 :data:`TABLES`.
@@ -24,9 +25,11 @@ from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
+from enforcement.hooks._base import _Carrier
+
 from ._fake_server import FakeServer
 
-__all__ = ["TABLES", "Case", "Table", "load_table"]
+__all__ = ["TABLES", "Case", "Table", "aconsume", "consume", "load_table", "of", "pair", "spans"]
 
 #: ``table module`` under ``tests/hooks/tables``, one per provider.
 TABLES: tuple[str, ...] = (
@@ -106,3 +109,43 @@ async def aconsume(result: Union[Any, Awaitable[Any]]) -> Any:
     if isinstance(result, AsyncIterator):
         return [item async for item in result]
     return result
+
+
+#: a ``returns`` judge.
+Judge = Callable[[Any], bool]
+
+
+def of(*kinds: type) -> Judge:
+    """A judge: the result, or every item of a stream read to a list, is one of the SDK's ``kinds``.
+
+    Judged by its real type: a subclass passes, a proxy standing in for it does
+    not, but for the kit's own carrier, which a call given ``usage_metadata=``
+    returns around an object that sends its requests later (a stream, a
+    stream manager).
+    """
+
+    def judge(result: Any) -> bool:
+        items = result if isinstance(result, list) else [result]
+        return bool(items) and all(issubclass(type(_bare(item)), kinds) for item in items)
+
+    return judge
+
+
+def _bare(result: Any) -> Any:
+    return result.__wrapped__ if type(result) is _Carrier else result
+
+
+def spans(first: type, last: type) -> Judge:
+    """A judge: a stream read to a list, from a ``first`` event to a ``last`` one."""
+    return lambda read: (
+        isinstance(read, list) and bool(read) and of(first)(read[0]) and of(last)(read[-1])
+    )
+
+
+def pair(outer: Judge, inner: Judge) -> Judge:
+    """A judge for a call that returns the SDK's object and what was read from it, each judged.
+
+    A stream and its items, a stream manager's stream and its final message, a
+    raw response and its parsed body.
+    """
+    return lambda result: isinstance(result, tuple) and outer(result[0]) and inner(result[1])

@@ -59,3 +59,17 @@ def engine(hook_env: dict[str, str]) -> Iterator[Engine]:
     finally:
         enforcement.uninstrument()
         built.close()
+
+
+@pytest.fixture
+def checks(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Any]]:
+    """``(provider, model)`` of every check the hooks ask ``engine`` for, oldest first."""
+    seen: list[tuple[Any, Any]] = []
+    check = engine.check
+
+    def spy(usage_metadata: Any = None, *, model: Any = None, provider: Any = None) -> None:
+        seen.append((provider, model))
+        check(usage_metadata, model=model, provider=provider)
+
+    monkeypatch.setattr(engine, "check", spy)
+    return seen

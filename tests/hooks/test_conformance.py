@@ -23,7 +23,9 @@ def _tables() -> list[Any]:
     for name in TABLES:
         try:
             table = load_table(name)
-        except ImportError as missing:
+        except ModuleNotFoundError as missing:
+            if (missing.name or "").partition(".")[0] in ("tests", "hooks", "enforcement"):
+                raise  # a broken table, not a missing SDK: never skip it quietly
             params.append(pytest.param(None, id=name, marks=pytest.mark.skip(str(missing))))
             continue
         params.extend(pytest.param((table, case), id=f"{name}:{case.name}") for case in table.cases)
@@ -163,7 +165,7 @@ async def test_a_call_through_stacked_layers_is_checked_once(
     caller: Caller, counting: CountingEngine
 ) -> None:
     enforcement.instrument(caller.table.provider, engine=counting)
-    enforcement.instrument(caller.table.provider, engine=counting)  # idempotent
+    enforcement.instrument(caller.table.provider)  # idempotent, and keeps the engine
     await caller.allowed()
     assert counting.checks == 1
 
@@ -191,8 +193,14 @@ async def test_uninstrument_restores_every_original(
     module = __import__(PROVIDERS[provider], fromlist=["INSTRUMENTOR"])
     instrumentor = module.INSTRUMENTOR
     enforcement.instrument(provider, engine=counting)
+    enforcement.instrument(provider, engine=counting)  # patches nothing more
     saved = list(instrumentor._saved)
     assert saved, f"{provider}: instrument() patched nothing"
+    assert len({(id(owner), attribute) for owner, attribute, _ in saved}) == len(saved)
+    for owner, attribute, original in saved:
+        if original is not _INHERITED:
+            wrapper = owner.__dict__[attribute]
+            assert wrapper.__wrapped__ is original, f"{owner}.{attribute} wrapped twice"
     assert enforcement.hook_status(provider)[provider].state == "patched"
     enforcement.uninstrument(provider)
     for owner, attribute, original in saved:
