@@ -73,3 +73,30 @@ def checks(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, A
 
     monkeypatch.setattr(engine, "check", spy)
     return seen
+
+
+class RecordingEngine(Engine):
+    """An engine that remembers the (model, provider) of every check the hooks ask for.
+
+    ``acheck`` ends in ``check``, so async calls are recorded too, once.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.seen: list[tuple[Optional[str], Optional[str]]] = []
+
+    def check(self, *args: Any, **kwargs: Any) -> None:
+        self.seen.append((kwargs.get("model"), kwargs.get("provider")))
+        super().check(*args, **kwargs)
+
+
+@pytest.fixture
+def recording(hook_env: dict[str, str]) -> Iterator[RecordingEngine]:
+    """A :class:`RecordingEngine` with an empty rule set; every provider uninstrumented after."""
+    built = RecordingEngine(environ=hook_env)
+    built.load_payload([])
+    try:
+        yield built
+    finally:
+        enforcement.uninstrument()
+        built.close()

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 import enforcement
-from enforcement import BudgetExceededError, Engine
+from enforcement import BudgetExceededError
 from enforcement.hooks import PROVIDERS
 from enforcement.hooks._base import _INHERITED, achecked, checked
 
 from ._fake_server import FakeServer
 from .conformance import TABLES, Case, Table, load_table
-from .conftest import breached_rule
+from .conftest import RecordingEngine, breached_rule
 
 
 def _tables() -> list[Any]:
@@ -37,27 +37,6 @@ ACME = {
     **breached_rule(),
     "filters": [{"dimension": "ORGANIZATION", "operator": "IS", "value": "acme"}],
 }
-
-
-class CountingEngine(Engine):
-    """An engine that counts the checks the hooks ask it for."""
-
-    checks = 0
-
-    def check(self, *args: Any, **kwargs: Any) -> None:  # acheck ends here too
-        self.checks += 1
-        super().check(*args, **kwargs)
-
-
-@pytest.fixture
-def counting(hook_env: dict[str, str]) -> Iterator[CountingEngine]:
-    built = CountingEngine(environ=hook_env)
-    built.load_payload([])
-    try:
-        yield built
-    finally:
-        enforcement.uninstrument()
-        built.close()
 
 
 @pytest.fixture
@@ -121,15 +100,15 @@ pytestmark = pytest.mark.parametrize("fake", CASES, indirect=True)
 
 
 async def test_checked_before_it_is_sent(
-    caller: Caller, counting: CountingEngine, hook_env: dict[str, str]
+    caller: Caller, recording: RecordingEngine, hook_env: dict[str, str]
 ) -> None:
     table = caller.table
-    assert enforcement.instrument(table.provider, engine=counting) == [table.provider]
+    assert enforcement.instrument(table.provider, engine=recording) == [table.provider]
     await caller.allowed()
 
-    counting.load_payload([breached_rule(model="some-other-model")])
+    recording.load_payload([breached_rule(model="some-other-model")])
     await caller.allowed()
-    counting.load_payload([breached_rule(provider="some-other-provider")])
+    recording.load_payload([breached_rule(provider="some-other-provider")])
     await caller.allowed()
 
     for rule in (
@@ -138,7 +117,7 @@ async def test_checked_before_it_is_sent(
         breached_rule(provider=table.label),
         breached_rule(provider=table.label.lower()),
     ):
-        counting.load_payload([rule])
+        recording.load_payload([rule])
         await caller.refused()
 
     hook_env["REVENIUM_BYPASS"] = "true"
@@ -146,33 +125,33 @@ async def test_checked_before_it_is_sent(
 
 
 async def test_usage_metadata_is_used_and_stripped(
-    caller: Caller, counting: CountingEngine
+    caller: Caller, recording: RecordingEngine
 ) -> None:
-    enforcement.instrument(caller.table.provider, engine=counting)
-    counting.load_payload([ACME])
+    enforcement.instrument(caller.table.provider, engine=recording)
+    recording.load_payload([ACME])
     await caller.allowed(usage_metadata={"organizationName": "beta"})
     refusal = await caller.refused(usage_metadata={"organizationName": "acme"})
     assert refusal.rule_name == "cap-1"
     with enforcement.usage_metadata(organizationName="acme"):
         await caller.refused()
         await caller.allowed(usage_metadata={"organizationName": "beta"})
-    counting.load_payload([])
+    recording.load_payload([])
     await caller.allowed(usage_metadata={"organizationName": "acme-corp-org"})
     assert _metadata_leaks(caller.server, caller.table) == []
 
 
 async def test_a_call_through_stacked_layers_is_checked_once(
-    caller: Caller, counting: CountingEngine
+    caller: Caller, recording: RecordingEngine
 ) -> None:
-    enforcement.instrument(caller.table.provider, engine=counting)
+    enforcement.instrument(caller.table.provider, engine=recording)
     enforcement.instrument(caller.table.provider)  # idempotent, and keeps the engine
     await caller.allowed()
-    assert counting.checks == 1
+    assert len(recording.seen) == 1
 
     # An outer layer (LangChain, a Router) checked already: the hook passes straight through,
     # so a rule on this provider, which the outer check does not match, is not applied again.
-    counting.checks = 0
-    counting.load_payload([breached_rule(provider=caller.table.label)])
+    recording.seen.clear()
+    recording.load_payload([breached_rule(provider=caller.table.label)])
     table, client = caller.table, caller.client
     if caller.case.is_async:
         result = await achecked(
@@ -183,17 +162,17 @@ async def test_a_call_through_stacked_layers_is_checked_once(
             "an-outer-layer", None, None, lambda: caller.case.call(client, table.model)
         )
     assert caller.case.returns(result)
-    assert counting.checks == 1
+    assert len(recording.seen) == 1
 
 
 async def test_uninstrument_restores_every_original(
-    caller: Caller, counting: CountingEngine
+    caller: Caller, recording: RecordingEngine
 ) -> None:
     provider = caller.table.provider
     module = __import__(PROVIDERS[provider], fromlist=["INSTRUMENTOR"])
     instrumentor = module.INSTRUMENTOR
-    enforcement.instrument(provider, engine=counting)
-    enforcement.instrument(provider, engine=counting)  # patches nothing more
+    enforcement.instrument(provider, engine=recording)
+    enforcement.instrument(provider, engine=recording)  # patches nothing more
     saved = list(instrumentor._saved)
     assert saved, f"{provider}: instrument() patched nothing"
     assert len({(id(owner), attribute) for owner, attribute, _ in saved}) == len(saved)
@@ -209,5 +188,5 @@ async def test_uninstrument_restores_every_original(
             assert attribute not in own, f"{owner}.{attribute} was inherited, now defined"
         else:
             assert own.get(attribute, getattr(owner, attribute)) is original
-    counting.load_payload([breached_rule()])
+    recording.load_payload([breached_rule()])
     await caller.allowed()

@@ -16,11 +16,11 @@ import fal_client
 import pytest
 
 import enforcement
-from enforcement import BudgetExceededError, Engine
+from enforcement import BudgetExceededError
 from enforcement._providers import FAL
 from enforcement.hooks.fal import describe_request, model_name
 
-from .conftest import breached_rule
+from .conftest import RecordingEngine, breached_rule
 from .fake_fal import FakeFal
 from .tables.fal import ARGUMENTS, aclient, client
 
@@ -35,28 +35,11 @@ HAS_CLIENT_TIMEOUT = (
 MODEL = "fal_ai/fal-ai/flux/dev"
 
 
-class RecordingEngine(Engine):
-    """An engine that remembers the (model, provider) of every check the hooks ask for."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.seen: list[tuple[Optional[str], Optional[str]]] = []
-
-    def check(self, *args: Any, **kwargs: Any) -> None:
-        self.seen.append((kwargs.get("model"), kwargs.get("provider")))
-        super().check(*args, **kwargs)
-
-
 @pytest.fixture
-def recording(hook_env: dict[str, str]) -> Iterator[RecordingEngine]:
-    built = RecordingEngine(environ=hook_env)
-    built.load_payload([])
-    enforcement.instrument("fal", engine=built)
-    try:
-        yield built
-    finally:
-        enforcement.uninstrument()
-        built.close()
+def recording(recording: RecordingEngine) -> RecordingEngine:
+    """The shared recording engine, with fal instrumented on it."""
+    enforcement.instrument("fal", engine=recording)
+    return recording
 
 
 @pytest.fixture

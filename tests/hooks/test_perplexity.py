@@ -14,37 +14,20 @@ import pytest
 from perplexity import Perplexity
 
 import enforcement
-from enforcement import BudgetExceededError, Engine
+from enforcement import BudgetExceededError
 from enforcement._providers import PERPLEXITY
 from enforcement.hooks.perplexity import INSTRUMENTOR, models_of
 
-from .conftest import breached_rule
+from .conftest import RecordingEngine, breached_rule
 from .fake_perplexity import FakePerplexity
 from .tables.perplexity import MESSAGES, client, has
 
 
-class RecordingEngine(Engine):
-    """An engine that remembers the (model, provider) of every check the hooks ask for."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.seen: list[tuple[Optional[str], Optional[str]]] = []
-
-    def check(self, *args: Any, **kwargs: Any) -> None:
-        self.seen.append((kwargs.get("model"), kwargs.get("provider")))
-        super().check(*args, **kwargs)
-
-
 @pytest.fixture
-def recording(hook_env: dict[str, str]) -> Iterator[RecordingEngine]:
-    built = RecordingEngine(environ=hook_env)
-    built.load_payload([])
-    enforcement.instrument("perplexity", engine=built)
-    try:
-        yield built
-    finally:
-        enforcement.uninstrument()
-        built.close()
+def recording(recording: RecordingEngine) -> RecordingEngine:
+    """The shared recording engine, with perplexity instrumented on it."""
+    enforcement.instrument("perplexity", engine=recording)
+    return recording
 
 
 @pytest.fixture
