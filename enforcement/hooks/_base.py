@@ -48,6 +48,7 @@ from .._engine import Engine
 from .._metadata import _scope, current_metadata
 
 __all__ = [
+    "CHECKED_ELSEWHERE",
     "Call",
     "HookStatus",
     "Instrumentor",
@@ -288,14 +289,32 @@ def _model(model: Any) -> Optional[str]:
 
 
 class Call(NamedTuple):
-    """What a costly call is: the provider label it is checked under, and its model."""
+    """What a costly call is: the provider label it is checked under, and its model.
+
+    ``others`` are further models the same request runs (a batch names one
+    per item): each is checked too, so a rule on any of them stops it.
+    """
 
     provider: str
     model: Optional[str] = None
+    others: tuple[Optional[str], ...] = ()
+
+
+#: ``describe``'s answer for a call another layer checks (a proxy's guardrail): it runs
+#: under the guard, so the hooks below pass it through, and is not checked here.
+CHECKED_ELSEWHERE = Call("")
 
 
 #: ``describe(instance, args, kwargs)``: the :class:`Call`, or None when the call is free.
 Describe = Callable[[Any, tuple[Any, ...], dict[str, Any]], Optional[Call]]
+
+
+def _nothing() -> None:
+    return None
+
+
+async def _anothing() -> None:
+    return None
 
 
 def read_call(
@@ -334,6 +353,10 @@ def guard(
         call = read_call(describe, fallback_provider, instance, args, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
+        if call is CHECKED_ELSEWHERE:
+            return unchecked(lambda: wrapped(*args, **kwargs))
+        for model in call.others:
+            checked(call.provider, model, metadata, _nothing)
         result = checked(call.provider, call.model, metadata, lambda: wrapped(*args, **kwargs))
         return carry(result, guarded=True) if deferred else result
 
@@ -344,6 +367,10 @@ def guard(
         call = read_call(describe, fallback_provider, instance, args, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
+        if call is CHECKED_ELSEWHERE:
+            return await aunchecked(lambda: wrapped(*args, **kwargs))
+        for model in call.others:
+            await achecked(call.provider, model, metadata, _anothing)
         result = await achecked(
             call.provider, call.model, metadata, lambda: wrapped(*args, **kwargs)
         )

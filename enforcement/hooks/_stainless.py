@@ -17,9 +17,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-from ._base import Instrumentor, achecked, checked
+from ._base import Call, Instrumentor
 
 __all__ = ["PublicMethods", "StainlessInstrumentor"]
 
@@ -30,14 +30,6 @@ PublicMethods = tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]
 def _options_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``request(cast_to, options, ...)``'s options: the method, path and JSON body."""
     return args[1] if len(args) > 1 else kwargs.get("options")
-
-
-def _nothing() -> None:
-    return None
-
-
-async def _anothing() -> None:
-    return None
 
 
 class StainlessInstrumentor(Instrumentor):
@@ -57,40 +49,18 @@ class StainlessInstrumentor(Instrumentor):
         """
         raise NotImplementedError
 
+    def describe(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The funnel call ``request(cast_to, options, ...)`` as :meth:`judge` tells it."""
+        judged = self.judge(instance, _options_of(args, kwargs))
+        if judged is None:
+            return None
+        provider, models = judged
+        return Call(provider, models[-1], tuple(models[:-1])) if models else Call(provider)
+
     def patch(self, module: ModuleType) -> None:
         base = importlib.import_module(f"{self.module}._base_client")
-        judge = self.judge
-
-        def request(
-            wrapped: Callable[..., Any],
-            instance: Any,
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            judged = judge(instance, _options_of(args, kwargs))
-            if judged is None:
-                return wrapped(*args, **kwargs)
-            provider, models = judged
-            for model in models[:-1]:
-                checked(provider, model, None, _nothing)
-            return checked(provider, models[-1], None, lambda: wrapped(*args, **kwargs))
-
-        async def arequest(
-            wrapped: Callable[..., Any],
-            instance: Any,
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            judged = judge(instance, _options_of(args, kwargs))
-            if judged is None:
-                return await wrapped(*args, **kwargs)
-            provider, models = judged
-            for model in models[:-1]:
-                await achecked(provider, model, None, _anothing)
-            return await achecked(provider, models[-1], None, lambda: wrapped(*args, **kwargs))
-
-        self.wrap(base.SyncAPIClient, "request", request, required=True)
-        self.wrap(base.AsyncAPIClient, "request", arequest, required=True)
+        self.hook(base.SyncAPIClient, "request", self.describe, required=True)
+        self.hook(base.AsyncAPIClient, "request", self.describe, required=True)
         self._wrap_public_methods()
 
     def _wrap_public_methods(self) -> None:

@@ -253,6 +253,7 @@ class AnthropicInstrumentor(StainlessInstrumentor):
     distribution = "anthropic"
     minimum = (0, 30)
     below = (3,)
+    provider = ANTHROPIC
 
     public_methods = _PUBLIC_METHODS
 

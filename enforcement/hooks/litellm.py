@@ -43,20 +43,19 @@ import logging
 import sys
 from collections.abc import Mapping
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .._engine import Engine
 from .._errors import BudgetExceededError
 from .._metadata import current_metadata, merge_metadata
 from .._providers import LITELLM
 from ._base import (
+    CHECKED_ELSEWHERE,
+    Call,
+    Describe,
     Instrumentor,
-    achecked,
-    aunchecked,
-    checked,
     hooked_engine,
     pop_usage_metadata,
-    unchecked,
 )
 
 __all__ = [
@@ -273,38 +272,16 @@ class LiteLLMInstrumentor(Instrumentor):
             kwargs.get("proxy_server_request"), Mapping
         )
 
-    def _hook(self, function: Any, position: Optional[int], router: bool) -> Any:
-        """The wrapper for one entry point: sync or async as the function is."""
+    def _describer(self, position: Optional[int], router: bool) -> Describe:
+        """How one entry point's calls are read: the model as routed, or the proxy's own."""
 
-        def model_of(instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+        def describe(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+            if self._proxy_owns(kwargs):
+                return CHECKED_ELSEWHERE
             model = _routed(_given_model(args, kwargs, position), kwargs)
-            return _deployment_model(instance, model) if router else model
+            return Call(LITELLM, _deployment_model(instance, model) if router else model)
 
-        def call(
-            wrapped: Callable[..., Any],
-            instance: Any,
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            metadata = pop_usage_metadata(kwargs)
-            if self._proxy_owns(kwargs):
-                return unchecked(lambda: wrapped(*args, **kwargs))
-            model = model_of(instance, args, kwargs)
-            return checked(LITELLM, model, metadata, lambda: wrapped(*args, **kwargs))
-
-        async def acall(
-            wrapped: Callable[..., Any],
-            instance: Any,
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-        ) -> Any:
-            metadata = pop_usage_metadata(kwargs)
-            if self._proxy_owns(kwargs):
-                return await aunchecked(lambda: wrapped(*args, **kwargs))
-            model = model_of(instance, args, kwargs)
-            return await achecked(LITELLM, model, metadata, lambda: wrapped(*args, **kwargs))
-
-        return acall if inspect.iscoroutinefunction(function) else call
+        return describe
 
     def patch(self, module: ModuleType) -> None:
         for name, placed_like in ENTRY_POINTS:
@@ -312,7 +289,7 @@ class LiteLLMInstrumentor(Instrumentor):
             if function is None:
                 continue
             position = _model_position(getattr(module, placed_like, function), skip_self=False)
-            self.wrap(module, name, self._hook(function, position, router=False))
+            self.hook(module, name, self._describer(position, router=False))
         router = _router_class(module)
         if router is None:
             self._missing.append("litellm.Router")
@@ -325,7 +302,7 @@ class LiteLLMInstrumentor(Instrumentor):
                 continue
             method = vars(owner)[name]
             position = _model_position(method, skip_self=True, opaque=_ROUTER_MODEL_AT.get(name, 0))
-            self.wrap(owner, name, self._hook(method, position, router=True), required=True)
+            self.hook(owner, name, self._describer(position, router=True), required=True)
 
 
 INSTRUMENTOR = LiteLLMInstrumentor()

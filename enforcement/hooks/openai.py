@@ -105,6 +105,7 @@ class OpenAIInstrumentor(StainlessInstrumentor):
     distribution = "openai"
     minimum = (1, 0)
     below = (4,)
+    provider = OPENAI
 
     public_methods = _PUBLIC_METHODS
 

@@ -21,6 +21,7 @@ from botocore.exceptions import ParamValidationError
 
 import enforcement
 from enforcement import BudgetExceededError, Engine
+from enforcement.hooks._base import Call
 from enforcement.hooks.bedrock import COSTLY_OPERATIONS, INSTRUMENTOR, describe, model_names
 
 from .conftest import breached_rule
@@ -196,8 +197,8 @@ def test_describe_never_raises(args: tuple[Any, ...], kwargs: dict[str, Any]) ->
 
 
 def test_a_costly_call_without_a_readable_model_is_checked_with_none() -> None:
-    assert describe(None, ("Converse", {"modelId": 5}), {}) == ("AWS", None)
-    assert describe(None, ("InvokeModel", {}), {}) == ("AWS", None)
+    assert describe(None, ("Converse", {"modelId": 5}), {}) == Call("AWS", None)
+    assert describe(None, ("InvokeModel", {}), {}) == Call("AWS", None)
 
 
 @pytest.mark.parametrize(

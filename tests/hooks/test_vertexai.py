@@ -15,6 +15,7 @@ from vertexai.preview import generative_models as preview
 import enforcement
 from enforcement import BudgetExceededError, Engine
 from enforcement.hooks import vertexai as hook
+from enforcement.hooks._base import Call
 
 from .conftest import breached_rule
 from .fake_vertexai import FakeVertexAI
@@ -77,9 +78,11 @@ def test_the_model_is_named_as_the_reference_names_it(
     with configured(api):
         for kind in (GenerativeModel, preview.GenerativeModel):
             model = _built(given, kind)
-            assert hook.describe(model, (), {}) == (enforcement._providers.GOOGLE, checked_as)
+            assert hook.describe(model, (), {}) == Call(enforcement._providers.GOOGLE, checked_as)
             chat = model.start_chat()
-            assert hook.describe_chat(chat, (), {}) == (enforcement._providers.GOOGLE, checked_as)
+            assert hook.describe_chat(chat, (), {}) == Call(
+                enforcement._providers.GOOGLE, checked_as
+            )
 
 
 @pytest.mark.parametrize("odd", [None, "", 42, object()])
@@ -91,8 +94,8 @@ def test_a_model_it_cannot_name_is_checked_with_no_model(odd: Any) -> None:
         _model = Model()
 
     assert hook.model_name(Model()) is None
-    assert hook.describe_chat(Chat(), (), {}) == ("Google", None)
-    assert hook.describe_chat(object(), (), {}) == ("Google", None)
+    assert hook.describe_chat(Chat(), (), {}) == Call("Google", None)
+    assert hook.describe_chat(object(), (), {}) == Call("Google", None)
 
 
 def test_a_rule_on_the_full_resource_name_blocks_its_calls(
