@@ -123,7 +123,7 @@ class GoogleGenAIInstrumentor(Instrumentor):
     name = "google-genai"
     module = "google.genai"
     distribution = "google-genai"
-    minimum = (1, 0)
+    minimum = (1, 4)  # the first release with ``_api_client.BaseApiClient``
     below = (4,)
     provider = GOOGLE
 

@@ -483,7 +483,7 @@ class LangChainInstrumentor(Instrumentor):
     name = "langchain"
     module = "langchain_core"
     distribution = "langchain-core"
-    minimum = (0, 3)
+    minimum = (0, 3, 10)  # async callbacks run inline from here; before, a run is checked twice
     below = (2,)
 
     def __init__(self) -> None:

@@ -51,6 +51,8 @@ _COMPATIBLE_HOSTS: tuple[tuple[str, str], ...] = (("x.ai", XAI),)
 
 # Public methods that accept ``usage_metadata=``: (module, classes, methods).
 _PUBLIC_METHODS: PublicMethods = (
+    # Before 1.63 chat completions lived in a module, since then in a package of that name.
+    ("openai.resources.chat.completions", ("Completions", "AsyncCompletions"), ("create",)),
     (
         "openai.resources.chat.completions.completions",
         ("Completions", "AsyncCompletions"),
