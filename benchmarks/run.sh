@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[bench]'
 export PYTHONWARNINGS=ignore
-for bench in bench_check bench_hooks bench_load; do
+for bench in bench_check bench_hooks bench_load bench_first_call; do
   echo "== $bench"
   .venv/bin/python "benchmarks/$bench.py" "$@" 2>/dev/null
   echo

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
 from ._engine import Engine, Explanation
+from ._fork import renew_after_fork
 from ._settings import ENV, _raw_getter, _raw_reader
 
 __all__ = [
@@ -68,6 +69,11 @@ class _Default:
         self.pinned = False
         self.read_identity = _identity_reader()
         self.same = _same_identity_check()
+        renew_after_fork(self)
+
+    def _after_fork_in_child(self) -> None:
+        # Another thread may have been building the default engine under it.
+        self.lock = threading.Lock()
 
     def get(self) -> Engine:
         engine = self.engine

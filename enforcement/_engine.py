@@ -26,6 +26,7 @@ from ._callfacts import CallFacts
 from ._errors import BudgetExceededError, EnforcementUnavailableError
 from ._events import Decision, Listener
 from ._feed import Feed, FeedResult, RetryPolicy
+from ._fork import renew_after_fork
 from ._mirror import Mirror, SnapshotMeta
 from ._poller import Poller
 from ._ruleset import CompiledRule, RuleSet, RuleVerdict
@@ -132,9 +133,10 @@ class Engine:
         self._etag: Optional[str] = None
         self._generation = 0
         self._started = False
+        # Held only while the first call reads the disk snapshot, which every
+        # call racing it waits for (CONTRACT §7). Tests hold it to fork mid-load.
         self._start_lock = threading.Lock()
         self._feed: Optional[Feed] = None
-        self._feed_pid = 0
         self._feed_lock = threading.Lock()
         self._poller = Poller(self._refresh, name=f"enforcement-poller-{self.settings.team_id}")
         self._cooldown_until = _NEVER
@@ -161,6 +163,7 @@ class Engine:
         # (size, mtime) of the snapshot's rules file our current rules came from or went to.
         self._snapshot_file: Optional[tuple[int, int]] = None
         self._fetch_ready = self._validate_configuration(warn=False)
+        renew_after_fork(self)
 
     # -- configuration -----------------------------------------------------
 
@@ -280,19 +283,48 @@ class Engine:
         return self._ruleset
 
     def _start(self) -> None:
-        with self._start_lock:
-            if not self._started:
-                self._validate_configuration()
-                try:
-                    self._load_snapshot()
-                except Exception:  # nothing on disk may make a check raise, now or later
-                    logger.warning(
-                        "Could not load the enforcement rules snapshot; waiting for the feed",
-                        exc_info=True,
-                    )
-                self._started = True
-            if self._fetch_ready:
-                self._poller.ensure_running()
+        """Load the snapshot once, then make sure the poller runs.
+
+        The start lock covers the snapshot read alone, which the calls racing
+        the first one must wait for; the configuration warnings are logged
+        and the poller thread started with it released, so those calls wait
+        for nothing else.
+        """
+        if not self._started:
+            self._validate_configuration()
+            with self._start_lock:
+                if not self._started:
+                    try:
+                        self._load_snapshot()
+                    except Exception:  # nothing on disk may make a check raise, now or later
+                        logger.warning(
+                            "Could not load the enforcement rules snapshot; waiting for the feed",
+                            exc_info=True,
+                        )
+                    self._started = True
+        if self._fetch_ready:
+            self._poller.ensure_running()
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child (see ``_fork``): fresh locks, no parent poller, a refresh due.
+
+        Any lock may have been held at the fork by a thread of the parent
+        that does not exist here (the first call's snapshot load under the
+        start lock, the poller building its HTTP client), and would then be
+        held for ever. The inherited rules stay, as the last good verdict,
+        but unless they were loaded by hand they count as stale: the child's
+        next check starts the child's own poller and wakes it, however fresh
+        the parent's cache was.
+        """
+        self._start_lock = threading.Lock()
+        self._feed_lock = threading.Lock()
+        self._warned_lock = threading.Lock()
+        self._feed = None  # the parent's connection pool: neither ours to use nor to close
+        self._poller.after_fork_in_child()
+        self._self_fetch_due = None
+        self._lock_missed_since = None
+        if self._fetch_ready and self._fresh_until != float("inf"):
+            self._fresh_until = _NEVER
 
     # -- installing rule sets -------------------------------------------------
 
@@ -341,8 +373,7 @@ class Engine:
 
     def _get_feed(self) -> Feed:
         with self._feed_lock:
-            if self._feed is None or self._feed_pid != os.getpid():
-                # A forked child must not share the parent's connection pool.
+            if self._feed is None:  # a forked child starts without one (_after_fork_in_child)
                 self._feed = Feed(
                     self.settings,
                     transport=self._transport,
@@ -356,7 +387,6 @@ class Engine:
                         deadline=min(self._retry_policy.deadline, 30.0),
                     ),
                 )
-                self._feed_pid = os.getpid()
             return self._feed
 
     def _refresh(self) -> float:

@@ -10,6 +10,14 @@ bound each socket read, so a body trickling a byte every few seconds would
 otherwise hold the poller for ever. The deadline is checked as the body
 streams in.
 
+The poller builds the HTTP client, never a caller, and the slow parts of
+building one are kept off the callers' way: httpcore (and h11, h2 when
+installed), which httpx imports when its first client is built, is imported
+with this module instead (about 40 ms of Python holding the GIL, which the
+calls racing the first one would otherwise wait through), and the TLS
+context is built once per process (:func:`verified_context`), shared by
+every client and inherited by forked children.
+
 The roster read's ``search=`` is a person's email address, and httpx logs
 every request's URL at INFO. A filter on the ``httpx`` logger masks that
 parameter in the lines about our endpoint (only those), whichever transport,
@@ -21,21 +29,25 @@ from __future__ import annotations
 import datetime
 import email.utils
 import logging
+import os
 import random
 import re
+import ssl
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 from urllib.parse import quote
 
+import certifi
+import httpcore  # noqa: F401  (imported now rather than on the poller's first fetch)
 import httpx
 
 from . import _json as json_pieces
 from ._settings import Settings
 from ._wire import Payload, parse_payload
 
-__all__ = ["Feed", "FeedResult", "RetryPolicy"]
+__all__ = ["Feed", "FeedResult", "RetryPolicy", "verified_context"]
 
 logger = logging.getLogger("enforcement.feed")
 
@@ -139,6 +151,34 @@ def retry_after_seconds(value: Optional[str], now: Callable[[], float]) -> Optio
     return max(0.0, delay)
 
 
+_contexts: dict[tuple[Optional[str], Optional[str]], ssl.SSLContext] = {}
+
+
+def verified_context() -> ssl.SSLContext:
+    """The TLS context httpx builds for ``verify=True``, built once per process.
+
+    The same trust as httpx's default: ``SSL_CERT_FILE``, else
+    ``SSL_CERT_DIR``, else certifi's bundle. Loading the bundle releases the
+    GIL but takes about 45 ms of a core, which every new client would spend
+    again: each engine, each forked child (which inherits this one), each
+    change of team. No lock: two threads building at once build two good
+    contexts, and a lock held at a fork would stay held in the child.
+    """
+    cert_file = os.environ.get("SSL_CERT_FILE") or None
+    cert_dir = os.environ.get("SSL_CERT_DIR") or None
+    key = (cert_file, cert_dir)
+    context = _contexts.get(key)
+    if context is None:
+        if cert_file is None and cert_dir is None:
+            cert_file = certifi.where()
+        if cert_file is not None:
+            context = ssl.create_default_context(cafile=cert_file)
+        else:
+            context = ssl.create_default_context(capath=cert_dir)
+        _contexts[key] = context
+    return context
+
+
 class _TooLarge(Exception):
     pass
 
@@ -169,6 +209,7 @@ class Feed:
         _mask_search_in_httpx_logs()
         self._client = httpx.Client(
             transport=transport,
+            verify=verified_context(),
             timeout=httpx.Timeout(timeout, connect=5.0),
             headers={
                 "x-api-key": settings.api_key,

@@ -74,8 +74,14 @@ _SEAL_CONTEXT = b"enforcement snapshot sidecar v1\0"
 
 
 def snapshot_scope(base_url: str, team_id: str) -> str:
-    """Which team and environment a snapshot belongs to, as it appears in file names."""
-    return hashlib.sha256(f"{base_url}|{team_id}".encode()).hexdigest()[:16]
+    """Which team and environment a snapshot belongs to, as it appears in file names.
+
+    The reference SDK's digest for every id it can encode; a lone surrogate
+    (a non-UTF-8 byte in the environment, as ``os.environ`` decodes it) is
+    hashed as written instead of raising ``UnicodeEncodeError``.
+    """
+    scope = f"{base_url}|{team_id}".encode("utf-8", "surrogatepass")
+    return hashlib.sha256(scope).hexdigest()[:16]
 
 
 def host_tag() -> str:
@@ -211,7 +217,8 @@ class Mirror:
 
     def __init__(self, directory: str, base_url: str, team_id: str, secret: str = "") -> None:
         self.directory = directory
-        self._seal_key = hashlib.sha256(_SEAL_CONTEXT + secret.encode("utf-8")).digest()
+        key = secret.encode("utf-8", "surrogatepass")  # os.environ may hold lone surrogates
+        self._seal_key = hashlib.sha256(_SEAL_CONTEXT + key).digest()
         scope = snapshot_scope(base_url, team_id)
         self.rules_path = os.path.join(directory, f"{RULES_PREFIX}.{scope}.json")
         self.maps_path = os.path.join(directory, f"{MAPS_PREFIX}.{scope}.json")

@@ -4,7 +4,9 @@ The thread only ever calls ``refresh()``, which returns how long to sleep
 before the next one. Callers never wait on it: a stale cache ``wake()``s it
 and carries on with the rules it has. ``stop()`` joins within its timeout and
 a later ``ensure_running()`` starts a new thread, as does the first call in a
-forked child (a child inherits no threads, only the parent's belief in one).
+forked child (a child inherits no threads, only the parent's belief in one):
+the engine that owns the poller calls :meth:`Poller.after_fork_in_child`
+from its at-fork handler (see ``_fork``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import weakref
 from typing import Callable, Optional
 
 __all__ = ["Poller"]
@@ -31,15 +32,6 @@ class Poller:
         self._pid = os.getpid()
         self.wake_event = threading.Event()
         self.stop_event = threading.Event()
-        if hasattr(os, "register_at_fork"):
-            ref = weakref.ref(self)
-
-            def forget_parent_thread() -> None:
-                poller = ref()
-                if poller is not None:
-                    poller._after_fork()
-
-            os.register_at_fork(after_in_child=forget_parent_thread)
 
     @property
     def alive(self) -> bool:
@@ -52,8 +44,8 @@ class Poller:
         with self._lock:
             if self.alive:
                 return
-            if self._pid != os.getpid():
-                self._after_fork()
+            if self._pid != os.getpid():  # forked without the at-fork handler running
+                self.after_fork_in_child()
             self.stop_event.clear()
             thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread = thread
@@ -71,8 +63,8 @@ class Poller:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
-    def _after_fork(self) -> None:
-        # The parent's thread and events do not exist here in any useful sense.
+    def after_fork_in_child(self) -> None:
+        """Forget the parent's thread; fresh lock and events (another thread may have held them)."""
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._thread = None

@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
+from ._fork import renew_module_state_after_fork
+
 __all__ = ["ENV", "Settings", "Switches", "parse_flag"]
 
 logger = logging.getLogger("enforcement.settings")
@@ -46,11 +48,24 @@ class ENV:
 
 DEFAULT_METERING_BASE_URL = "https://api.revenium.ai/meter/"
 DEFAULT_POLL_INTERVAL = 60
+# Longer is out of range, like a non-number: a day is far past any sane
+# interval (a stale cache wakes the poller after two minutes anyway), and far
+# inside what a float and ``threading.Event.wait`` accept (a 400-digit value
+# overflows the one, 10**10 s the other, which killed the poller thread).
+MAX_POLL_INTERVAL = 86_400
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
+
+
+def _renew_warned_lock() -> None:
+    global _warned_lock
+    _warned_lock = threading.Lock()  # a child forked while another thread warned
+
+
+renew_module_state_after_fork(_renew_warned_lock)
 
 
 def warn_once(key: str, message: str, *args: object) -> None:
@@ -213,25 +228,39 @@ def enforcement_base_url(env: Mapping[str, str]) -> str:
                 ENV.METERING_BASE_URL,
             )
         metering = DEFAULT_METERING_BASE_URL
-    parts = urlsplit(metering)
+    try:
+        parts = urlsplit(metering)
+    except ValueError:  # "http://[", an unbalanced IPv6 bracket
+        warn_once(
+            f"url:{ENV.METERING_BASE_URL}",
+            "%s is not a valid URL; using the default",
+            ENV.METERING_BASE_URL,
+        )
+        parts = urlsplit(DEFAULT_METERING_BASE_URL)
     return f"{parts.scheme}://{parts.netloc}"
 
 
 def poll_interval(raw: Optional[str]) -> int:
-    """A positive whole number of seconds, else the default (odd values warned once)."""
+    """A whole number of seconds from 1 to a day, else the default (odd values warned once).
+
+    Out of range is as bad as not a number: the default, not the nearest
+    bound, because a cap that polls once a day is a worse guess at what a
+    400-digit value meant than the interval everyone else runs with.
+    """
     if not raw:
         return DEFAULT_POLL_INTERVAL
     try:
         value = int(raw)
-    except ValueError:
+    except ValueError:  # not a number, or more digits than int() converts
         value = 0
-    if value > 0:
+    if 0 < value <= MAX_POLL_INTERVAL:
         return value
     warn_once(
         f"int:{ENV.POLL_INTERVAL}",
-        "%s=%r is not a positive integer; using %d",
+        "%s=%.40r is not a whole number of seconds from 1 to %d; using %d",
         ENV.POLL_INTERVAL,
         raw,
+        MAX_POLL_INTERVAL,
         DEFAULT_POLL_INTERVAL,
     )
     return DEFAULT_POLL_INTERVAL

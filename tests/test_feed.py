@@ -5,15 +5,18 @@ from __future__ import annotations
 import email.utils
 import logging
 import os
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
+import httpx
 import pytest
 
 from enforcement import BudgetExceededError, Engine, RetryPolicy
+from enforcement._feed import verified_context
 from enforcement.testing import Fault, RulesServer, make_rule
 
 FUTURE = "2099-01-01T00:00:00Z"
@@ -412,3 +415,12 @@ def test_the_roster_search_email_stays_out_of_httpx_request_logs(
     assert "search=[redacted]" in caplog.text
     for spelling in ("Ann.Lee@example.com", "Ann.Lee%40example.com", "example.com"):
         assert spelling not in caplog.text
+
+
+def test_one_tls_context_per_process_trusts_what_httpx_trusts() -> None:
+    shared = verified_context()
+    assert verified_context() is shared  # built once: every client and forked child reuse it
+    assert shared.verify_mode == ssl.CERT_REQUIRED and shared.check_hostname
+    httpx_default = getattr(httpx, "create_ssl_context", None)  # public since httpx 0.28
+    if httpx_default is not None:
+        assert shared.cert_store_stats() == httpx_default().cert_store_stats()

@@ -12,6 +12,7 @@ import threading
 from typing import Optional
 
 from .._engine import Engine
+from .._fork import renew_module_state_after_fork
 from ._base import HookStatus, Instrumentor, set_hooked_engine
 
 __all__ = ["PROVIDERS", "HookStatus", "hook_status", "instrument", "uninstrument"]
@@ -31,6 +32,14 @@ PROVIDERS: dict[str, str] = {
 }
 
 _lock = threading.Lock()
+
+
+def _renew_lock() -> None:
+    global _lock
+    _lock = threading.Lock()  # a child forked while another thread instrumented
+
+
+renew_module_state_after_fork(_renew_lock)
 
 
 def _instrumentor(name: str) -> Optional[Instrumentor]:

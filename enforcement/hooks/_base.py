@@ -45,6 +45,7 @@ import wrapt
 
 from .._default import _default
 from .._engine import Engine
+from .._fork import renew_after_fork
 from .._metadata import _scope, current_metadata
 
 __all__ = [
@@ -443,6 +444,11 @@ class Instrumentor:
         self._failure: Optional[str] = None
         self._wanted = False
         self._hook_registered = False
+        self._lock = threading.RLock()
+        renew_after_fork(self)
+
+    def _after_fork_in_child(self) -> None:
+        # A child forked while another thread patched: the SDK's own import may need it.
         self._lock = threading.RLock()
 
     # -- what it supports

@@ -50,6 +50,7 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any, Callable, Optional
 
+from .._fork import renew_after_fork
 from .._providers import FAL
 from ._base import (
     Call,
@@ -132,6 +133,12 @@ class _Subscriptions:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._marked: dict[int, int] = {}
+        renew_after_fork(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's subscribes run on threads the child does not have.
+        self._lock = threading.Lock()
+        self._marked = {}
 
     @contextmanager
     def marking(self, arguments: Any) -> Iterator[None]:

@@ -38,6 +38,7 @@ from typing import Any, Callable, Optional, cast
 import wrapt
 
 from .._engine import Engine
+from .._fork import renew_after_fork, renew_module_state_after_fork
 from .._metadata import current_metadata, merge_metadata
 from .._providers import (
     ANTHROPIC,
@@ -123,6 +124,12 @@ class _Runs:
         self._lock = threading.Lock()
         self._guards: dict[Any, _RunGuard] = {}
         self._limit = limit
+        renew_after_fork(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's runs run on threads the child does not have.
+        self._lock = threading.Lock()
+        self._guards = {}
 
     def hold(self, run_id: Any, guard: _RunGuard) -> None:
         with self._lock:
@@ -298,6 +305,14 @@ class _Checks:
 
 _classes: dict[str, type[Any]] = {}
 _classes_lock = threading.Lock()
+
+
+def _renew_classes_lock() -> None:
+    global _classes_lock
+    _classes_lock = threading.Lock()  # a child forked while another thread defined them
+
+
+renew_module_state_after_fork(_renew_classes_lock)
 
 
 def _handler_classes() -> tuple[type[Any], type[Any]]:
