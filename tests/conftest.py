@@ -3,12 +3,44 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, is_hypothesis_test, settings
 
 from enforcement import Engine
+
+# Property tests: "ci" keeps each property to a few seconds; "soak" runs a
+# hundred times as many examples (HYPOTHESIS_PROFILE=soak). Tests that set
+# their own example count scale it with hypothesis_examples().
+settings.register_profile(
+    "ci",
+    max_examples=100,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "soak",
+    max_examples=10_000,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+settings.load_profile(PROFILE)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A soak runs for minutes: no per-test timeout for the property tests then."""
+    if PROFILE != "soak":
+        return
+    for item in items:
+        if isinstance(item, pytest.Function) and is_hypothesis_test(item.obj):
+            item.add_marker(pytest.mark.timeout(0))
 
 
 @pytest.fixture
