@@ -34,7 +34,7 @@ newest() {
   python3 -m venv "$venv"
   "$venv/bin/python" "${PIP[@]}" -c tests/constraints.txt -e '.[test]'
   # shellcheck disable=SC2086  # $sdks is a list of names
-  "$venv/bin/python" "${PIP[@]}" --upgrade $sdks
+  "$venv/bin/python" "${PIP[@]}" --upgrade --upgrade-strategy eager $sdks
   # shellcheck disable=SC2086
   "$venv/bin/python" tests/sdk_report.py $sdks -- -q -p no:cacheprovider "$@"
 }
