@@ -29,8 +29,9 @@ from ._feed import Feed, FeedResult, RetryPolicy
 from ._fork import renew_after_fork
 from ._mirror import Mirror, SnapshotMeta
 from ._poller import Poller
-from ._ruleset import CompiledRule, RuleSet, RuleVerdict
+from ._ruleset import CompiledRule, Notice, RuleSet, RuleVerdict
 from ._settings import Settings, Switches, warn_once
+from ._usage import Estimate, Spend
 from ._wire import Payload
 
 __all__ = ["Engine", "EngineStatus", "Explanation"]
@@ -238,7 +239,12 @@ class Engine:
         # passes through costs as much as a whole allowed check.
         try:
             facts = CallFacts(usage_metadata, model, provider, self._environ)
-            error = ruleset.evaluate(facts, self._wall_clock(), self)
+            verdict = ruleset.evaluate(facts, self._wall_clock())
+            if verdict is None:
+                return
+            if verdict.notices:
+                self._hear(ruleset, verdict.notices)
+            error = verdict.error
         except Exception:
             logger.debug(
                 "Enforcement check failed unexpectedly; letting the call through", exc_info=True
@@ -249,6 +255,25 @@ class Engine:
             if self._listeners:
                 self._emit_block(error)
             raise error
+
+    def begin(
+        self,
+        usage_metadata: Optional[Mapping[str, Any]] = None,
+        *,
+        model: Optional[str] = None,
+        provider: Optional[str] = None,
+        estimate: Optional[Callable[[], Estimate]] = None,
+    ) -> Optional[Spend]:
+        """:meth:`check`, then hold the call's worst-case cost against the rules that cover it.
+
+        What a hook calls before sending: it raises :class:`BudgetExceededError`
+        like :meth:`check` (also when the hold does not fit, ``source="local"``),
+        and otherwise returns the :class:`Spend` to settle once the call is
+        done, or ``None`` when there is nothing to hold (local accrual off, no
+        rule covers the call). ``estimate`` is called only when a hold is made.
+        """
+        self.check(usage_metadata, model=model, provider=provider)
+        return None
 
     def _emit_block(self, error: BudgetExceededError) -> None:
         self._emit(
@@ -557,7 +582,22 @@ class Engine:
     def _jittered(self, interval: float) -> float:
         return interval * (0.9 + 0.2 * random.random())
 
-    # -- observer (called by RuleSet.evaluate) ---------------------------------
+    # -- what verdicts notice ------------------------------------------------------
+
+    def _hear(self, ruleset: RuleSet, notices: tuple[Notice, ...]) -> None:
+        for notice in notices:
+            rule = notice.rule
+            if notice.kind == "warn_tier":
+                assert notice.email is not None
+                self.warn_tier(ruleset, notice.email, notice.rule_id, notice.value)
+            elif rule is None:
+                continue
+            elif notice.kind == "warn_only":
+                self.warn_only(rule, notice.value)
+            elif notice.kind == "shadow":
+                self.shadow_would_block(rule, notice.value)
+            else:
+                self.department_not_blocking(rule, "action does not block")
 
     def warn_only(self, rule: CompiledRule, current_value: Optional[float]) -> None:
         self._counters["warn_only"] += 1
@@ -672,10 +712,18 @@ class Engine:
                 if self._fail_closed():
                     error = EnforcementUnavailableError(UNINITIALIZED_MESSAGE)
             else:
-                error = ruleset.evaluate(facts, self._wall_clock(), _SILENT)
+                verdict = ruleset.evaluate(facts, self._wall_clock())
+                error = verdict.error if verdict is not None else None
         if ruleset is not None:
             rules = ruleset.explain(facts, self._wall_clock())
         return Explanation(enabled, bypass, ruleset is not None, error, rules)
+
+    def rules(self) -> list[dict[str, Any]]:
+        """The rules held now, as the feed served them (copies, for tools); empty before a load."""
+        ruleset = self._ruleset
+        if ruleset is None:
+            return []
+        return [dict(raw) for _, raw in ruleset.raw_rules()]
 
     def status(self) -> EngineStatus:
         """A snapshot of the engine's state; cheap, never touches the network."""
@@ -783,27 +831,6 @@ class Engine:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-class _Silent:
-    """An observer that hears nothing: for dry runs."""
-
-    def warn_only(self, rule: CompiledRule, current_value: Optional[float]) -> None:
-        pass
-
-    def shadow_would_block(self, rule: CompiledRule, current_value: Optional[float]) -> None:
-        pass
-
-    def department_not_blocking(self, rule: CompiledRule, reason: str) -> None:
-        pass
-
-    def warn_tier(
-        self, ruleset: RuleSet, email: str, rule_id: int, balance: Optional[float]
-    ) -> None:
-        pass
-
-
-_SILENT = _Silent()
 
 
 def _spend_clause(balance: Optional[float], threshold: Optional[float]) -> str:

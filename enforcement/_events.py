@@ -13,8 +13,13 @@ class Decision(NamedTuple):
     ``kind`` is ``"block"`` (the call was refused), ``"shadow"`` (a shadow-mode
     rule would have refused it), ``"warn_only"`` (a breached rule whose action
     only warns covers it) or ``"warn_tier"`` (the caller crossed a department
-    budget's warn tier). Never carries the caller's email. A named tuple:
-    immutable, and cheap enough to build on a blocked call.
+    budget's warn tier). Never carries the caller's email: ``callers`` holds
+    the call's caller keys (organization, product, subscriber id and email,
+    credential...) as ``(kind, digest)`` pairs, salted per team, so a log can
+    count decisions per caller without holding who the caller is. ``source``
+    is ``"server"`` (the control plane's figures) or ``"local"`` (this
+    host's spend since them). A named tuple: immutable, and cheap enough to
+    build on a blocked call.
     """
 
     kind: str
@@ -23,6 +28,11 @@ class Decision(NamedTuple):
     current_value: Optional[float]
     threshold: Optional[float]
     message: Optional[str]
+    model: Optional[str] = None
+    provider: Optional[str] = None
+    at: float = 0.0  # epoch seconds
+    callers: tuple[tuple[str, str], ...] = ()
+    source: str = "server"
 
 
 Listener = Callable[[Decision], None]

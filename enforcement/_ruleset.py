@@ -18,7 +18,7 @@ import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol
+from typing import Any, NamedTuple, Optional
 
 from . import _json as json_pieces
 from ._callfacts import CallFacts
@@ -33,7 +33,7 @@ from ._filters import (
 )
 from ._wire import Candidate, Payload, coerce_float, first_present
 
-__all__ = ["CompiledRule", "Observer", "RuleSet", "RuleVerdict", "rules_fingerprint"]
+__all__ = ["CompiledRule", "Notice", "RuleSet", "RuleVerdict", "Verdict", "rules_fingerprint"]
 
 _DEPARTMENT_ID_KEYS = ("departmentId", "orgUnitId")
 _DEPARTMENT_GROUPS = frozenset({"DEPARTMENT", "ORG_UNIT"})
@@ -42,18 +42,27 @@ _BLOCK_PREFIX = "Request blocked by Revenium enforcement rule: "
 _WINDOW_END = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?([+-]\d{2}:\d{2})?")
 
 
-class Observer(Protocol):
-    """What a verdict reports besides raising: the engine logs and counts these."""
+class Notice(NamedTuple):
+    """Something a verdict noticed besides its answer, for the engine to log and count.
 
-    def warn_only(self, rule: CompiledRule, current_value: Optional[float]) -> None: ...
+    ``kind`` is ``"warn_only"``, ``"shadow"``, ``"department_not_blocking"`` or
+    ``"warn_tier"``. ``value`` is the figure the rule is over by (the caller's
+    own balance for a department rule); ``email`` is set for a warn tier only,
+    so that it is warned about once per caller.
+    """
 
-    def shadow_would_block(self, rule: CompiledRule, current_value: Optional[float]) -> None: ...
+    kind: str
+    rule: Optional[CompiledRule]
+    rule_id: Any
+    value: Optional[float]
+    email: Optional[str] = None
 
-    def department_not_blocking(self, rule: CompiledRule, reason: str) -> None: ...
 
-    def warn_tier(
-        self, ruleset: RuleSet, email: str, rule_id: int, balance: Optional[float]
-    ) -> None: ...
+class Verdict(NamedTuple):
+    """The answer for a call that something noticed: the error to raise, if any, and the notices."""
+
+    error: Optional[BudgetExceededError]
+    notices: tuple[Notice, ...]
 
 
 def rules_fingerprint(rules: list[Any]) -> str:
@@ -427,21 +436,30 @@ class RuleSet:
 
     # -- the verdict -------------------------------------------------------
 
-    def evaluate(
-        self, facts: CallFacts, now: float, observer: Observer
-    ) -> Optional[BudgetExceededError]:
-        """The error to raise when a tripped rule covers the call, else ``None``.
+    def evaluate(self, facts: CallFacts, now: float) -> Optional[Verdict]:
+        """The verdict on a call: ``None`` when it passes and nothing was noticed.
 
-        Returned rather than raised, so the engine raises it once, from the
-        caller's own frame: raising through every layer costs more than the
-        rest of the check.
+        The error is returned rather than raised, so the engine raises it
+        once, from the caller's own frame: raising through every layer costs
+        more than the rest of the check. What the verdict noticed on the way
+        (warn-only rules, shadow would-blocks, warn tiers) comes back as
+        values; the ruleset never calls out to the engine.
         """
+        notices: list[Notice] = []
+        error = None
         if self.has_departments:
-            error = self._judge_departments(facts, now, observer)
-            if error is not None:
-                return error
-        for rule in self.shadow:
-            self._report_shadow(rule, facts, now, observer)
+            error = self._judge_departments(facts, now, notices)
+        if error is None:
+            for rule in self.shadow:
+                self._report_shadow(rule, facts, now, notices)
+            error = self._judge_pooled_and_grouped(facts, now, notices)
+        if error is None and not notices:
+            return None
+        return Verdict(error, tuple(notices))
+
+    def _judge_pooled_and_grouped(
+        self, facts: CallFacts, now: float, notices: list[Notice]
+    ) -> Optional[BudgetExceededError]:
         for rule in self._active_for(facts):
             end = rule.window_end
             if end is not None and end <= now:
@@ -456,20 +474,20 @@ class RuleSet:
                     continue
             if rule.blocks_action:
                 return rule.error(current_value)
-            observer.warn_only(rule, current_value)
+            notices.append(Notice("warn_only", rule, rule.identifier, current_value))
         return None
 
     def _report_shadow(
-        self, rule: CompiledRule, facts: CallFacts, now: float, observer: Observer
+        self, rule: CompiledRule, facts: CallFacts, now: float, notices: list[Notice]
     ) -> None:
         if rule.ended(now) or not rule.covers(facts):
             return
         tripped, current_value = rule.trips(facts)
         if tripped and rule.blocks_action:
-            observer.shadow_would_block(rule, current_value)
+            notices.append(Notice("shadow", rule, rule.identifier, current_value))
 
     def _judge_departments(
-        self, facts: CallFacts, now: float, observer: Observer
+        self, facts: CallFacts, now: float, notices: list[Notice]
     ) -> Optional[BudgetExceededError]:
         """The server's department verdict; a malformed map is no verdict, never a crash."""
         try:
@@ -478,28 +496,36 @@ class RuleSet:
                 return None
             listed = self.candidates.get(email)
             if listed:
-                return self._judge_candidates(email, listed, facts, now, observer)
+                return self._judge_candidates(email, listed, facts, now, notices)
             rule_id = _rule_id_value(self.blocks.get(email))
             if rule_id is not None:
-                error = self._department_verdict(rule_id, self.balances.get(email), now, observer)
+                error = self._department_verdict(rule_id, self.balances.get(email), now, notices)
                 if error is not None:
                     return error
             warned_id = _rule_id_value(self.warnings.get(email))
             if warned_id is not None:
-                observer.warn_tier(self, email, warned_id, self.balances.get(email))
+                notices.append(self._warn_tier(email, warned_id, self.balances.get(email)))
         except Exception:
             return None
         return None
 
+    def _warn_tier(self, email: str, rule_id: int, balance: Optional[float]) -> Notice:
+        return Notice("warn_tier", self.rule_by_id(rule_id), rule_id, balance, email)
+
     def _judge_candidates(
-        self, email: str, listed: list[Candidate], facts: CallFacts, now: float, observer: Observer
+        self,
+        email: str,
+        listed: list[Candidate],
+        facts: CallFacts,
+        now: float,
+        notices: list[Notice],
     ) -> Optional[BudgetExceededError]:
         chosen = self._first_covering(listed, facts, now)
         if chosen is None:
             return None
         if chosen.tier == "BLOCK":
-            return self._department_verdict(chosen.rule_id, chosen.balance, now, observer)
-        observer.warn_tier(self, email, chosen.rule_id, chosen.balance)
+            return self._department_verdict(chosen.rule_id, chosen.balance, now, notices)
+        notices.append(self._warn_tier(email, chosen.rule_id, chosen.balance))
         return None
 
     def _first_covering(
@@ -521,7 +547,7 @@ class RuleSet:
         return None
 
     def _department_verdict(
-        self, rule_id: int, own_balance: Optional[float], now: float, observer: Observer
+        self, rule_id: int, own_balance: Optional[float], now: float, notices: list[Notice]
     ) -> Optional[BudgetExceededError]:
         rule = self.rule_by_id(rule_id)
         if rule is None:
@@ -536,10 +562,10 @@ class RuleSet:
         if rule.ended(now):
             return None
         if rule.shadow:
-            observer.shadow_would_block(rule, own_balance)
+            notices.append(Notice("shadow", rule, rule.identifier, own_balance))
             return None
         if not rule.blocks_action:
-            observer.department_not_blocking(rule, "action does not block")
+            notices.append(Notice("department_not_blocking", rule, rule.identifier, own_balance))
             return None
         return rule.error(
             own_balance if own_balance is not None else rule.current_value,
