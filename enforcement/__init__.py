@@ -27,7 +27,7 @@ from ._default import (
 from ._engine import Engine, EngineStatus, Explanation
 from ._errors import BudgetExceededError, EnforcementUnavailableError
 from ._events import Decision
-from ._feed import RetryPolicy
+from ._schedule import RetryPolicy
 from ._metadata import usage_metadata
 from ._ruleset import RuleVerdict
 from ._settings import Settings

@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import functools
 import logging
 import os
-import random
 import re
 import ssl
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 from urllib.parse import quote
@@ -44,49 +43,16 @@ import httpcore  # noqa: F401  (imported now rather than on the poller's first f
 import httpx
 
 from . import _json as json_pieces
+from ._schedule import RetryPolicy
 from ._settings import Settings
 from ._wire import Payload, parse_payload
 
-__all__ = ["Feed", "FeedResult", "RetryPolicy", "verified_context"]
+__all__ = ["Feed", "FeedResult", "verified_context"]
 
 logger = logging.getLogger("enforcement.feed")
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 _RETRYABLE = frozenset({408, 429})
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How one read retries. ``str(policy)`` says it in a line.
-
-    >>> print(RetryPolicy())  # doctest: +NORMALIZE_WHITESPACE
-    5 attempts; backoff 0.5, 1, 2, 4 s, jittered 10%;
-    Retry-After honoured up to 60 s; 120 s in all
-    """
-
-    attempts: int = 5
-    first_backoff: float = 0.5
-    jitter: float = 0.1
-    retry_after_budget: float = 60.0
-    cooldown_ceiling: float = 300.0
-    deadline: float = 120.0  # seconds for the whole read, every attempt and wait included
-
-    def backoff(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
-        """Seconds to wait after failed attempt ``attempt`` (0-based)."""
-        base = self.first_backoff * float(2**attempt)
-        return base * (1.0 + self.jitter * (2.0 * rand() - 1.0))
-
-    def __str__(self) -> str:
-        waits = ", ".join(f"{self.first_backoff * 2**i:g}" for i in range(self.attempts - 1))
-        return (
-            f"{self.attempts} attempts; backoff {waits} s, jittered {self.jitter:.0%}; "
-            f"Retry-After honoured up to {self.retry_after_budget:g} s; "
-            f"{self.deadline:g} s in all"
-        )
-
-
-REFRESH_POLICY = RetryPolicy()
-INSPECTION_POLICY = RetryPolicy(retry_after_budget=20.0, deadline=30.0)
 
 
 class _MaskSearch(logging.Filter):
@@ -151,9 +117,6 @@ def retry_after_seconds(value: Optional[str], now: Callable[[], float]) -> Optio
     return max(0.0, delay)
 
 
-_contexts: dict[tuple[Optional[str], Optional[str]], ssl.SSLContext] = {}
-
-
 def verified_context() -> ssl.SSLContext:
     """The TLS context httpx builds for ``verify=True``, built once per process.
 
@@ -164,19 +127,17 @@ def verified_context() -> ssl.SSLContext:
     change of team. No lock: two threads building at once build two good
     contexts, and a lock held at a fork would stay held in the child.
     """
-    cert_file = os.environ.get("SSL_CERT_FILE") or None
-    cert_dir = os.environ.get("SSL_CERT_DIR") or None
-    key = (cert_file, cert_dir)
-    context = _contexts.get(key)
-    if context is None:
-        if cert_file is None and cert_dir is None:
-            cert_file = certifi.where()
-        if cert_file is not None:
-            context = ssl.create_default_context(cafile=cert_file)
-        else:
-            context = ssl.create_default_context(capath=cert_dir)
-        _contexts[key] = context
-    return context
+    environ = os.environ
+    return _context_for(environ.get("SSL_CERT_FILE") or None, environ.get("SSL_CERT_DIR") or None)
+
+
+@functools.lru_cache(maxsize=4)
+def _context_for(cert_file: Optional[str], cert_dir: Optional[str]) -> ssl.SSLContext:
+    if cert_file is None and cert_dir is None:
+        cert_file = certifi.where()
+    if cert_file is not None:
+        return ssl.create_default_context(cafile=cert_file)
+    return ssl.create_default_context(capath=cert_dir)
 
 
 class _TooLarge(Exception):
@@ -198,12 +159,11 @@ class Feed:
         wall_clock: Callable[[], float],
         stop: threading.Event,
         timeout: float = 10.0,
-        refresh_policy: RetryPolicy = REFRESH_POLICY,
-        inspection_policy: RetryPolicy = INSPECTION_POLICY,
+        policy: RetryPolicy,
     ) -> None:
         self.settings = settings
-        self.refresh_policy = refresh_policy
-        self.inspection_policy = inspection_policy
+        self.refresh_policy = policy
+        self.inspection_policy = policy.for_inspection()
         self._wall_clock = wall_clock
         self._stop = stop
         _mask_search_in_httpx_logs()
@@ -228,21 +188,12 @@ class Feed:
         self._client.close()
 
     def fetch_rules(
-        self,
-        *,
-        etag: Optional[str] = None,
-        policy: Optional[RetryPolicy] = None,
-        attempts: Optional[int] = None,
-        params: Optional[dict[str, Any]] = None,
+        self, *, etag: Optional[str] = None, attempts: Optional[int] = None
     ) -> FeedResult:
         """The team's rules; ``etag`` asks for a 304 when nothing changed."""
         headers = {"if-none-match": etag} if etag else None
         result = self.get(
-            self.team_url,
-            params=params,
-            headers=headers,
-            policy=policy or self.refresh_policy,
-            attempts=attempts,
+            self.team_url, headers=headers, policy=self.refresh_policy, attempts=attempts
         )
         if isinstance(result, FeedResult):
             return result
@@ -294,12 +245,13 @@ class Feed:
         """GET under ``policy``: the first response not retried (2xx/304), or a failure."""
         budget = policy.retry_after_budget
         total = policy.attempts if attempts is None else max(1, attempts)
-        deadline = time.monotonic() + policy.deadline
+        clock = policy.clock
+        deadline = clock() + policy.deadline
         last_error = "no attempt made"
         for attempt in range(total):
             wait = policy.backoff(attempt)
             try:
-                response, body = self._send(url, params, headers, deadline)
+                response, body = self._send(url, params, headers, deadline, clock)
             except _TooLarge:
                 return FeedResult(status=200, error=f"body over {MAX_BODY_BYTES} bytes")
             except _PastDeadline:
@@ -331,13 +283,20 @@ class Feed:
                     wait = asked
             if attempt == total - 1:
                 break
-            if wait >= deadline - time.monotonic():
+            if wait >= deadline - clock():
                 return FeedResult(
                     error=f"{last_error}; no retry fits the {policy.deadline:g} s deadline"
                 )
-            if self._stop.wait(wait):
+            if self._pause(policy, wait):
                 break
         return FeedResult(error=last_error)
+
+    def _pause(self, policy: RetryPolicy, seconds: float) -> bool:
+        """Wait between attempts; True when the poller is stopping meanwhile."""
+        if policy.sleep is None:
+            return self._stop.wait(seconds)
+        policy.sleep(seconds)
+        return self._stop.is_set()
 
     def _send(
         self,
@@ -345,8 +304,9 @@ class Feed:
         params: Optional[dict[str, Any]],
         headers: Optional[dict[str, str]],
         deadline: float,
+        clock: Callable[[], float],
     ) -> tuple[httpx.Response, bytes]:
-        if time.monotonic() >= deadline:
+        if clock() >= deadline:
             raise _PastDeadline
         with self._client.stream("GET", url, params=params, headers=headers) as response:
             length = response.headers.get("content-length")
@@ -358,7 +318,7 @@ class Feed:
                 size += len(chunk)
                 if size > MAX_BODY_BYTES:
                     raise _TooLarge
-                if time.monotonic() > deadline:
+                if clock() > deadline:
                     raise _PastDeadline
                 chunks.append(chunk)
             return response, b"".join(chunks)

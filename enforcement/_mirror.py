@@ -54,9 +54,8 @@ from typing import Any, Optional
 import filelock
 
 from . import _json as json_pieces
-from ._ruleset import rules_fingerprint
-from ._settings import warn_once
-from ._wire import Payload, coerce_balances, coerce_candidates, normalize_keys
+from ._settings import Warn, log_warning
+from ._wire import Payload, coerce_balances, coerce_candidates, normalize_keys, rules_fingerprint
 
 __all__ = ["Mirror", "SnapshotMeta", "snapshot_scope"]
 
@@ -215,8 +214,16 @@ class Mirror:
     another key, or none, is read as absent.
     """
 
-    def __init__(self, directory: str, base_url: str, team_id: str, secret: str = "") -> None:
+    def __init__(
+        self,
+        directory: str,
+        base_url: str,
+        team_id: str,
+        secret: str = "",
+        warn: Warn = log_warning,
+    ) -> None:
         self.directory = directory
+        self._warn = warn
         key = secret.encode("utf-8", "surrogatepass")  # os.environ may hold lone surrogates
         self._seal_key = hashlib.sha256(_SEAL_CONTEXT + key).digest()
         scope = snapshot_scope(base_url, team_id)
@@ -239,14 +246,14 @@ class Mirror:
             return None
 
     def _load(self) -> Optional[Payload]:
-        data = _read_json(self.rules_path)
+        data = _read_json(self.rules_path, self._warn)
         if isinstance(data, list):
             rules = data
         elif isinstance(data, dict) and isinstance(data.get("rules"), list):
             rules = data["rules"]
         else:
             return None
-        maps = _read_json(self.maps_path)
+        maps = _read_json(self.maps_path, self._warn)
         if not (
             isinstance(maps, dict)
             and isinstance(maps.get("blocks"), dict)
@@ -270,7 +277,7 @@ class Mirror:
         Never raises: a sidecar is advice about freshness, and no advice is
         the safe reading of a broken one (this process fetches for itself).
         """
-        data = _read_json(self.meta_path)
+        data = _read_json(self.meta_path, self._warn)
         if not isinstance(data, dict):
             return None
         try:
@@ -457,20 +464,20 @@ def _untrusted(info: os.stat_result) -> Optional[str]:
     return None
 
 
-def _read_json(path: str) -> Any:
+def _read_json(path: str, warn: Warn) -> Any:
     """The decoded file, or ``None`` when it is absent, untrusted or unreadable. Never raises."""
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
         return None
     except OSError as problem:  # ELOOP: a symlink; EACCES; ENXIO...
-        warn_once(f"snapshot:{path}", "Ignoring the snapshot file %s: %s", path, problem)
+        warn(f"snapshot:{path}", "Ignoring the snapshot file %s: %s", path, problem)
         return None
     try:
         with os.fdopen(fd, "rb") as handle:
             reason = _untrusted(os.fstat(handle.fileno()))
             if reason is not None:
-                warn_once(f"snapshot:{path}", "Ignoring the snapshot file %s: %s", path, reason)
+                warn(f"snapshot:{path}", "Ignoring the snapshot file %s: %s", path, reason)
                 return None
             return json_pieces.decode(handle.read(MAX_FILE_BYTES + 1))
     except Exception:  # bad JSON, too deep, a read error: the file is unreadable, no more

@@ -9,22 +9,19 @@ Two kinds of setting, read two ways:
 * everything else (where to fetch, which team, how often, where to mirror)
   is read into a frozen :class:`Settings` when an engine is built.
 
-Nothing here raises: a bad value is warned about once and replaced by the
-default.
+Nothing here raises: a bad value is warned about (once per engine: the
+engine passes its reporter's warn-once) and replaced by the default.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Mapping
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
-
-from ._fork import renew_module_state_after_fork
 
 __all__ = ["ENV", "Settings", "Switches", "parse_flag"]
 
@@ -44,6 +41,11 @@ class ENV:
     ENFORCEMENT_BASE_URL = "REVENIUM_ENFORCEMENT_BASE_URL"
     METERING_BASE_URL = "REVENIUM_METERING_BASE_URL"
     CREDENTIAL_ALIAS = "REVENIUM_CREDENTIAL_ALIAS"
+    RULES_FILE = "REVENIUM_CB_RULES_FILE"
+    LOCAL_ACCRUAL = "REVENIUM_CB_LOCAL_ACCRUAL"
+    LEDGER_URL = "REVENIUM_CB_LEDGER_URL"
+    DECISION_LOG = "REVENIUM_CB_DECISION_LOG"
+    PRICES_FILE = "REVENIUM_CB_PRICES_FILE"
 
 
 DEFAULT_METERING_BASE_URL = "https://api.revenium.ai/meter/"
@@ -56,44 +58,34 @@ MAX_POLL_INTERVAL = 86_400
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
-_warned: set[str] = set()
-_warned_lock = threading.Lock()
+#: ``warn(key, message, *args)``: how a bad value is reported. An engine passes
+#: its reporter's warn-once (one line per key per engine); used alone, the
+#: parsers log every time.
+Warn = Callable[..., None]
 
 
-def _renew_warned_lock() -> None:
-    global _warned_lock
-    _warned_lock = threading.Lock()  # a child forked while another thread warned
-
-
-renew_module_state_after_fork(_renew_warned_lock)
-
-
-def warn_once(key: str, message: str, *args: object) -> None:
-    """Log ``message`` the first time ``key`` is seen in this process."""
-    with _warned_lock:
-        if key in _warned:
-            return
-        _warned.add(key)
+def log_warning(key: str, message: str, *args: object) -> None:
+    """The :data:`Warn` of a parser used outside an engine: log it, every time."""
     logger.warning(message, *args)
 
 
-def parse_flag(name: str, raw: Optional[str]) -> bool:
-    """An on/off flag: on for 1/true/yes/on, off for the rest (odd values warned once)."""
+def parse_flag(name: str, raw: Optional[str], warn: Warn = log_warning) -> bool:
+    """An on/off flag: on for 1/true/yes/on, off for the rest (odd values warned)."""
     value = (raw or "").strip().lower()
     if value in _TRUE:
         return True
     if value not in _FALSE:
-        warn_once(f"flag:{name}", "%s=%r is not a recognised value; using false", name, raw)
+        warn(f"flag:{name}", "%s=%r is not a recognised value; using false", name, raw)
     return False
 
 
-def parse_fail_closed(raw: Optional[str]) -> bool:
-    """``REVENIUM_CB_FAIL_MODE``: closed or open (the default; odd values warned once)."""
+def parse_fail_closed(raw: Optional[str], warn: Warn = log_warning) -> bool:
+    """``REVENIUM_CB_FAIL_MODE``: closed or open (the default; odd values warned)."""
     value = (raw or "").strip().lower()
     if value == "closed":
         return True
     if value not in ("open", ""):
-        warn_once(
+        warn(
             f"flag:{ENV.FAIL_MODE}",
             "%s=%r is not a recognised value; using open",
             ENV.FAIL_MODE,
@@ -157,14 +149,14 @@ class Switches:
 
     __slots__ = ("bypass", "enabled", "fail_closed", "off")
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self.bypass = _live(environ, ENV.BYPASS, lambda raw: parse_flag(ENV.BYPASS, raw))
-        self.enabled = _live(environ, ENV.ENABLED, lambda raw: parse_flag(ENV.ENABLED, raw))
-        self.fail_closed = _live(environ, ENV.FAIL_MODE, parse_fail_closed)
-        self.off = _off_switch(environ)
+    def __init__(self, environ: Mapping[str, str], warn: Warn = log_warning) -> None:
+        self.bypass = _live(environ, ENV.BYPASS, lambda raw: parse_flag(ENV.BYPASS, raw, warn))
+        self.enabled = _live(environ, ENV.ENABLED, lambda raw: parse_flag(ENV.ENABLED, raw, warn))
+        self.fail_closed = _live(environ, ENV.FAIL_MODE, lambda raw: parse_fail_closed(raw, warn))
+        self.off = _off_switch(environ, warn)
 
 
-def _off_switch(environ: Mapping[str, str]) -> Callable[[], bool]:
+def _off_switch(environ: Mapping[str, str], warn: Warn) -> Callable[[], bool]:
     get_bypass, bypass_key = _raw_getter(environ, ENV.BYPASS)
     get_enabled, enabled_key = _raw_getter(environ, ENV.ENABLED)
     last_bypass: Any = object()
@@ -177,8 +169,8 @@ def _off_switch(environ: Mapping[str, str]) -> Callable[[], bool]:
         enabled = get_enabled(enabled_key)
         if bypass is last_bypass and enabled is last_enabled:
             return result
-        result = parse_flag(ENV.BYPASS, _decode(bypass)) or not parse_flag(
-            ENV.ENABLED, _decode(enabled)
+        result = parse_flag(ENV.BYPASS, _decode(bypass), warn) or not parse_flag(
+            ENV.ENABLED, _decode(enabled), warn
         )
         last_bypass, last_enabled = bypass, enabled
         return result
@@ -201,20 +193,34 @@ class Settings(BaseModel):
     poll_interval: float = float(DEFAULT_POLL_INTERVAL)
     cache_dir: Optional[str] = None
 
+    rules_file: Optional[str] = None
+    local_accrual: bool = True
+    ledger_url: Optional[str] = None
+    decision_log: Optional[str] = None
+    prices_file: Optional[str] = None
+
     @classmethod
-    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
+    def from_env(
+        cls, environ: Optional[Mapping[str, str]] = None, *, warn: Warn = log_warning
+    ) -> Settings:
         """Read the environment (``os.environ`` by default) the way the reference SDK does."""
         env = os.environ if environ is None else environ
+        accrual = env.get(ENV.LOCAL_ACCRUAL)
         return cls(
             api_key=(env.get(ENV.API_KEY) or "").strip(),
             team_id=env.get(ENV.TEAM_ID) or "",
-            base_url=enforcement_base_url(env),
-            poll_interval=float(poll_interval(env.get(ENV.POLL_INTERVAL))),
+            base_url=enforcement_base_url(env, warn),
+            poll_interval=float(poll_interval(env.get(ENV.POLL_INTERVAL), warn)),
             cache_dir=cache_dir(env.get(ENV.CACHE_DIR)),
+            rules_file=env.get(ENV.RULES_FILE) or None,
+            local_accrual=not accrual or parse_flag(ENV.LOCAL_ACCRUAL, accrual, warn),
+            ledger_url=(env.get(ENV.LEDGER_URL) or "").strip() or None,
+            decision_log=env.get(ENV.DECISION_LOG) or None,
+            prices_file=env.get(ENV.PRICES_FILE) or None,
         )
 
 
-def enforcement_base_url(env: Mapping[str, str]) -> str:
+def enforcement_base_url(env: Mapping[str, str], warn: Warn = log_warning) -> str:
     """``REVENIUM_ENFORCEMENT_BASE_URL`` as given, else the metering URL's origin."""
     explicit = env.get(ENV.ENFORCEMENT_BASE_URL) or ""
     if explicit:
@@ -222,7 +228,7 @@ def enforcement_base_url(env: Mapping[str, str]) -> str:
     metering = (env.get(ENV.METERING_BASE_URL) or "").strip()
     if not metering.startswith(("http://", "https://")):
         if metering:
-            warn_once(
+            warn(
                 f"url:{ENV.METERING_BASE_URL}",
                 "%s is not an http(s) URL; using the default",
                 ENV.METERING_BASE_URL,
@@ -231,7 +237,7 @@ def enforcement_base_url(env: Mapping[str, str]) -> str:
     try:
         parts = urlsplit(metering)
     except ValueError:  # "http://[", an unbalanced IPv6 bracket
-        warn_once(
+        warn(
             f"url:{ENV.METERING_BASE_URL}",
             "%s is not a valid URL; using the default",
             ENV.METERING_BASE_URL,
@@ -240,7 +246,7 @@ def enforcement_base_url(env: Mapping[str, str]) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def poll_interval(raw: Optional[str]) -> int:
+def poll_interval(raw: Optional[str], warn: Warn = log_warning) -> int:
     """A whole number of seconds from 1 to a day, else the default (odd values warned once).
 
     Out of range is as bad as not a number: the default, not the nearest
@@ -255,7 +261,7 @@ def poll_interval(raw: Optional[str]) -> int:
         value = 0
     if 0 < value <= MAX_POLL_INTERVAL:
         return value
-    warn_once(
+    warn(
         f"int:{ENV.POLL_INTERVAL}",
         "%s=%.40r is not a whole number of seconds from 1 to %d; using %d",
         ENV.POLL_INTERVAL,

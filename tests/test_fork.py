@@ -25,44 +25,22 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from _support import FAST, FUTURE, blocks, breached, wait_until
 
 import enforcement
-from enforcement import BudgetExceededError, Engine, RetryPolicy
+from enforcement import Engine
 from enforcement._mirror import Mirror
 from enforcement._wire import parse_payload
 from enforcement.testing import RulesServer, make_rule
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 
-FUTURE = "2099-01-01T00:00:00Z"
-FAST = RetryPolicy(first_backoff=0.01, jitter=0.0, retry_after_budget=2.0)
 # Generous: a child on a busy machine still answers in well under a second.
 ANSWER_SECONDS = 20.0
 
 
-def breached(rule_id: int = 1, **fields: Any) -> dict[str, Any]:
-    return make_rule(rule_id, f"cap-{rule_id}", breached=True, window_end=FUTURE, **fields)
-
-
 def lifted(rule_id: int = 1) -> dict[str, Any]:
     return make_rule(rule_id, f"cap-{rule_id}", breached=False, window_end=FUTURE)
-
-
-def blocks(engine: Engine) -> bool:
-    try:
-        engine.check({}, model="gpt-4o", provider="openai")
-    except BudgetExceededError:
-        return True
-    return False
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 @contextlib.contextmanager
@@ -126,12 +104,6 @@ class Child:
                 os.kill(self.pid, signal.SIGKILL)
                 return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
             time.sleep(0.01)
-
-
-@pytest.fixture
-def server() -> Iterator[RulesServer]:
-    with RulesServer(team_id="team-1", api_key="hak_test") as running:
-        yield running
 
 
 def polling_every_second(server: RulesServer, cache: str) -> dict[str, str]:
@@ -266,7 +238,7 @@ def test_children_forked_while_a_thread_holds_the_start_lock_all_answer(
     engine = make_engine(environ=env, retry_policy=FAST, timeout=2.0)
     answers = []
     # What a thread inside the first call does: hold the start lock while it reads the snapshot.
-    with held_by_another_thread(engine._start_lock):
+    with held_by_another_thread(engine._refresher.start_lock):
         for _ in range(5):
             child = Child(lambda say: first_check_in_child(engine, say))
             answers.append(child.line())
@@ -286,16 +258,12 @@ def test_children_forked_during_a_slow_first_snapshot_load_all_answer(
         engine = make_engine(environ=env, retry_policy=FAST, timeout=2.0)
         first = threading.Thread(target=blocks, args=(engine,), daemon=True)
         first.start()
-        assert wait_until(engine._start_lock.locked, 10.0)  # the first call is loading
+        assert wait_until(engine._refresher.start_lock.locked, 10.0)  # the first call is loading
         child = Child(lambda say, engine=engine: first_check_in_child(engine, say))
         answers.append(child.line())
         child.finish()
         first.join(30)
     assert answers == ["blocked True"] * 5
-
-
-def _engine_lock(name: str) -> Callable[[Engine], Any]:
-    return lambda engine: getattr(engine, name)
 
 
 def _refresh_and_check(engine: Engine, say: Callable[[str], None]) -> None:
@@ -329,33 +297,29 @@ def _openai_instrumentor_lock(engine: Engine) -> Any:
     return INSTRUMENTOR._lock
 
 
-def _odd_flag_check(engine: Engine, say: Callable[[str], None]) -> None:
-    odd = Engine(environ={"REVENIUM_CIRCUIT_BREAKER_ENABLED": "maybe"})  # warned once
-    odd.check({})
-    say("blocked False")
-
-
 @pytest.mark.parametrize(
     ("lock_of", "child_body", "answer"),
     [
         pytest.param(
-            _engine_lock("_feed_lock"), _refresh_and_check, "refreshed True blocked True", id="feed"
+            lambda engine: engine._refresher._feed_lock,
+            _refresh_and_check,
+            "refreshed True blocked True",
+            id="feed",
         ),
         pytest.param(
-            lambda engine: engine._poller._lock, _rules_arrive, "blocked True", id="poller"
+            lambda engine: engine._refresher.poller._lock,
+            _rules_arrive,
+            "blocked True",
+            id="poller",
         ),
-        pytest.param(_engine_lock("_warned_lock"), _warn_only_check, "blocked False", id="warned"),
+        pytest.param(
+            lambda engine: engine._reporter._lock, _warn_only_check, "blocked False", id="warned"
+        ),
         pytest.param(
             lambda engine: enforcement._default._default.lock,
             _default_engine_check,
             "blocked False",
             id="default-engine",
-        ),
-        pytest.param(
-            lambda engine: enforcement._settings._warned_lock,
-            _odd_flag_check,
-            "blocked False",
-            id="warn-once",
         ),
         pytest.param(
             lambda engine: enforcement.hooks._lock, _uninstrument, "blocked False", id="hooks"

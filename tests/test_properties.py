@@ -675,10 +675,11 @@ def test_a_poll_interval_out_of_range_is_warned_once_and_the_default_used(
     raw: str, seconds: Optional[int], caplog: pytest.LogCaptureFixture
 ) -> None:
     from enforcement import _settings
+    from enforcement._reporter import Reporter
 
-    _settings._warned.discard("int:REVENIUM_CB_POLL_INTERVAL_SECONDS")
+    warn_once = Reporter("team").warn_once  # as an engine reads its settings
     for _ in range(2):
-        loaded = Settings.from_env({"REVENIUM_CB_POLL_INTERVAL_SECONDS": raw})
+        loaded = Settings.from_env({"REVENIUM_CB_POLL_INTERVAL_SECONDS": raw}, warn=warn_once)
         assert loaded.poll_interval == (seconds or _settings.DEFAULT_POLL_INTERVAL)
     warnings = [r.getMessage() for r in caplog.records if "POLL_INTERVAL" in r.getMessage()]
     assert len(warnings) == (0 if seconds else 1)

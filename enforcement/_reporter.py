@@ -1,0 +1,253 @@
+"""What an engine tells people: warnings once, counters, decision events.
+
+A verdict returns what it noticed (:class:`~._ruleset.Notice`) and the engine
+hands it here; nothing in the rule set or the feed logs a decision itself.
+One :class:`Reporter` per engine, so a second engine (another team, a test)
+warns again about its own configuration, and two engines never share a
+count.
+
+- warn-once: one log line per key per engine (a bad switch value, a missing
+  team id, an unreadable snapshot file, a warn-only rule per window, a
+  warn-tier caller per rule set generation);
+- counters: plain integers bumped on the rare paths (blocks, would-blocks,
+  warnings, fail-closed refusals), read by :meth:`Engine.status`;
+- listeners: each :class:`~._events.Decision`, caller keys hashed, never an
+  email.
+
+A new kind of decision goes in :meth:`Reporter.hear` and :class:`Decision`;
+where decisions are shipped (a log file, OpenTelemetry) is a listener.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any, Optional
+
+from ._callfacts import extract_subscriber, normalize_email
+from ._errors import BudgetExceededError
+from ._events import Decision, Listener, caller_digests
+from ._ruleset import CompiledRule, Notice, RuleSet
+
+__all__ = ["COUNTERS", "Reporter"]
+
+logger = logging.getLogger("enforcement")
+
+COUNTERS = ("blocked", "blocked_local", "shadow", "warn_only", "warn_tier", "fail_closed")
+# Warn-tier callers remembered per generation: bounded, so a flood of
+# distinct emails cannot grow it without end (the oldest are forgotten, and
+# warned again at worst).
+_MAX_WARNED_CALLERS = 10_000
+_NEVER = float("-inf")
+
+
+class Reporter:
+    """One engine's warnings, counters and listeners."""
+
+    def __init__(self, team_id: str) -> None:
+        self.team_id = team_id
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.listeners: list[Listener] = []
+        self._lock = threading.Lock()
+        self._warned: set[str] = set()
+        self._warned_rules: dict[str, Any] = {}
+        self._warned_callers: dict[tuple[int, str, Any], None] = {}
+
+    def after_fork_in_child(self) -> None:
+        """A child forked while another thread held the lock would wait for ever: a new one."""
+        self._lock = threading.Lock()
+
+    # -- warn-once -------------------------------------------------------------
+
+    def warn_once(self, key: str, message: str, *args: object) -> None:
+        """Log ``message`` the first time this engine sees ``key``."""
+        with self._lock:
+            if key in self._warned:
+                return
+            self._warned.add(key)
+        logger.warning(message, *args)
+
+    # -- what verdicts noticed -------------------------------------------------
+
+    def hear(
+        self,
+        ruleset: RuleSet,
+        notices: tuple[Notice, ...],
+        metadata: Optional[Mapping[str, Any]],
+        model: Any,
+        provider: Any,
+        now: float,
+    ) -> None:
+        """Log, count and report each notice of one verdict."""
+        for notice in notices:
+            kind, rule = notice.kind, notice.rule
+            if kind == "warn_tier":
+                self._warn_tier(ruleset, notice)
+            elif kind == "warn_only" and rule is not None:
+                self._warn_only(rule)
+            elif kind == "department_not_blocking" and rule is not None:
+                logger.warning(
+                    "Department budget threshold crossed for rule %s (action=%s); not blocking",
+                    rule.identifier,
+                    rule.action,
+                )
+                continue
+            elif kind == "shadow":
+                self.counters["shadow"] += 1
+            if self.listeners:
+                self._emit(self._decision(kind, notice, metadata, model, provider, now))
+
+    def blocked(
+        self,
+        error: BudgetExceededError,
+        metadata: Optional[Mapping[str, Any]],
+        model: Any,
+        provider: Any,
+        now: float,
+    ) -> None:
+        """Count a refusal and tell the listeners."""
+        local = error.source == "local"
+        self.counters["blocked_local" if local else "blocked"] += 1
+        if self.listeners:
+            self._emit(
+                Decision(
+                    "block",
+                    error.rule_id,
+                    error.rule_name,
+                    error.current_value,
+                    error.threshold,
+                    error.message,
+                    _text(model),
+                    _text(provider),
+                    now,
+                    self._callers(metadata),
+                    "local" if local else "server",
+                )
+            )
+
+    def forget_warnings(self, ruleset: RuleSet) -> None:
+        """A new rule set: warn-tier callers warn again; rules no longer served are forgotten."""
+        with self._lock:
+            self._warned_callers.clear()
+            if not self._warned_rules:
+                return  # the usual case: no need to list every rule the new set serves
+            warned = list(self._warned_rules)
+        served = {str(raw.get("ruleId") or raw.get("id")) for _, raw in ruleset.raw_rules()}
+        with self._lock:
+            for key in warned:
+                if key not in served:
+                    self._warned_rules.pop(key, None)
+
+    def _warn_only(self, rule: CompiledRule) -> None:
+        self.counters["warn_only"] += 1
+        key = str(rule.identifier)
+        with self._lock:
+            first = self._warned_rules.get(key, _NEVER) != rule.window_end_raw
+            self._warned_rules[key] = rule.window_end_raw
+        if first:
+            logger.warning(
+                "Enforcement rule %s (id %s) is over its threshold (action=%s); not blocking",
+                rule.name,
+                rule.identifier,
+                rule.action,
+            )
+
+    def _warn_tier(self, ruleset: RuleSet, notice: Notice) -> None:
+        self.counters["warn_tier"] += 1
+        key = (ruleset.generation, notice.email or "", notice.rule_id)
+        with self._lock:
+            first = key not in self._warned_callers
+            if first:
+                if len(self._warned_callers) >= _MAX_WARNED_CALLERS:
+                    self._warned_callers.pop(next(iter(self._warned_callers)))
+                self._warned_callers[key] = None
+        if first:
+            rule = notice.rule
+            name = (rule.raw.get("name") if rule else None) or str(notice.rule_id)
+            logger.warning(
+                "Approaching the department budget enforced by rule %s%s; calls are "
+                "blocked once the threshold is crossed",
+                name,
+                _spend_clause(notice.value, rule.threshold if rule else None),
+            )
+
+    # -- listeners -------------------------------------------------------------
+
+    def _decision(
+        self,
+        kind: str,
+        notice: Notice,
+        metadata: Optional[Mapping[str, Any]],
+        model: Any,
+        provider: Any,
+        now: float,
+    ) -> Decision:
+        rule = notice.rule
+        return Decision(
+            kind,
+            notice.rule_id,
+            rule.name if rule else None,
+            notice.value,
+            rule.threshold if rule else None,
+            None,
+            _text(model),
+            _text(provider),
+            now,
+            self._callers(metadata),
+        )
+
+    def _callers(self, metadata: Optional[Mapping[str, Any]]) -> tuple[tuple[str, str], ...]:
+        try:
+            return caller_digests(_caller_keys(metadata), self.team_id)
+        except Exception:  # odd metadata costs the digests, never the decision
+            logger.debug("Could not read the caller's keys", exc_info=True)
+            return ()
+
+    def _emit(self, decision: Decision) -> None:
+        for listener in tuple(self.listeners):
+            try:
+                listener(decision)
+            except Exception:
+                logger.debug("Enforcement listener failed", exc_info=True)
+
+
+def _caller_keys(metadata: Optional[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """The call's caller keys as text: who a decision was about, before hashing."""
+    if not isinstance(metadata, Mapping):
+        return []
+    keys: list[tuple[str, str]] = []
+    for kind, name in (("organization", "organizationName"), ("product", "productName")):
+        value = metadata.get(name)
+        if value is None:
+            value = metadata.get(f"{kind}_name")
+        if isinstance(value, str) and value:
+            keys.append((kind, value))
+    subscriber = extract_subscriber(metadata)
+    identifier = subscriber.get("id")
+    if isinstance(identifier, (str, int)) and not isinstance(identifier, bool) and identifier:
+        keys.append(("subscriber_id", str(identifier)))
+    email = subscriber.get("email")
+    if isinstance(email, str) and email.strip():
+        keys.append(("subscriber_email", normalize_email(email)))
+    credential = subscriber.get("credential")
+    if isinstance(credential, Mapping) and isinstance(credential.get("name"), str):
+        keys.append(("credential", credential["name"]))
+    return keys
+
+
+def _text(value: Any) -> Optional[str]:
+    return value if isinstance(value, str) else None
+
+
+def _spend_clause(balance: Optional[float], threshold: Optional[float]) -> str:
+    """`` (812.50 of 1000.00 spent)``: the caller's own balance, when the server published it.
+
+    The rule's ``currentValue`` is not quoted in its place: for a department
+    cap it is the department's largest single balance, somebody else's spend.
+    """
+    if balance is None:
+        return ""
+    if threshold is None:
+        return f" ({balance:.2f} spent)"
+    return f" ({balance:.2f} of {threshold:.2f} spent)"
