@@ -166,12 +166,52 @@ def grouped(entries: int, caller_at: Optional[str]) -> dict[str, Any]:
     return {"rules": [rule(1, breached=True, groupBy="SUBSCRIBER", groupBreakdown=breakdown)]}
 
 
-def departments(people: int) -> dict[str, Any]:
-    return {
-        "rules": [rule(1, departmentId=3, breached=True), rule(2)],
+def departments(people: int, warned: Optional[str] = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "rules": [rule(1, departmentId=3, breached=True), rule(2, departmentId=4), rule(3)],
         "departmentBudgetBlocks": {f"person-{i}@example.com": 1 for i in range(people)},
         "departmentBudgetBlockBalances": {f"person-{i}@example.com": 600.0 for i in range(people)},
     }
+    if warned is not None:
+        payload["departmentBudgetWarnings"] = {warned: 2}
+        payload["departmentBudgetBlockBalances"][warned] = 450.0
+    return payload
+
+
+def steady_grouped(entries: int, breached_share: float = 0.01) -> dict[str, Any]:
+    """A grouped rule over ``entries`` subscribers, some over, the caller among the rest."""
+    every = max(1, round(1 / breached_share))
+    breakdown = [
+        {
+            "groupValue": f"user-{i}",
+            "currentValue": 520.0 if i % every == 1 else 10.0,
+            "usagePercent": 2.0,
+            "breached": i % every == 1,
+        }
+        for i in range(entries)
+    ]
+    assert not breakdown[42]["breached"]
+    return {"rules": [rule(1, breached=True, groupBy="SUBSCRIBER", groupBreakdown=breakdown)]}
+
+
+def steady_pooled(count: int) -> dict[str, Any]:
+    """Tripped pooled rules, each filtered to an organization and product the caller is not."""
+    filters = [
+        [
+            {"dimension": "ORGANIZATION", "operator": "IS", "value": f"org-{i}"},
+            {"dimension": "PRODUCT", "operator": "IN", "values": [f"product-{i}", "other"]},
+        ]
+        for i in range(count)
+    ]
+    return {"rules": [rule(i + 1, breached=True, filters=f) for i, f in enumerate(filters)]}
+
+
+STEADY = (
+    "steady: grouped 10,000 entries, 1% breached, caller not",
+    "steady: department maps of 100,000, caller absent",
+    "steady: department maps of 100,000, caller warn tier",
+    "steady: 100 tripped pooled rules, other orgs/products",
+)
 
 
 def run(quick: bool) -> list[Result]:
@@ -194,6 +234,7 @@ def run(quick: bool) -> list[Result]:
                     3 if count >= 1000 else rounds,
                 )
             )
+        results.extend(steady_state(sides, rounds))
         for where in ("first", "last", None):
             sides.load(grouped(10000, where))
             results.append(
@@ -218,7 +259,52 @@ def run(quick: bool) -> list[Result]:
         os.environ["REVENIUM_CIRCUIT_BREAKER_ENABLED"] = "true"
         results.append(_async_check(sides, rounds))
         sides.close()
+    results.extend(accounts_rows(rounds))
     return results
+
+
+def steady_state(sides: Sides, rounds: int) -> list[Result]:
+    """Someone is always over a cap in production; the caller is not."""
+    grouped_name, absent_name, warned_name, pooled_name = STEADY
+    sides.load(steady_grouped(10_000))
+    results = [pair(sides, grouped_name, rounds)]
+    sides.load(departments(100_000, warned="dev@example.com"))
+    results.append(pair(sides, absent_name, 3, {**CALLER, "subscriber": {"id": "user-42"}}))
+    results.append(pair(sides, warned_name, 3))
+    sides.load(steady_pooled(100))
+    results.append(pair(sides, pooled_name, rounds))
+    return results
+
+
+def accounts_rows(rounds: int) -> list[Result]:
+    """``RuleSet.accounts`` (local accrual's lookup): 10 rules against 10,000, two covering."""
+    from enforcement._callfacts import CallFacts
+    from enforcement._ruleset import RuleSet
+
+    results = []
+    for count in (10, 10_000):
+        rules = [rule(i, filters=[_org(f"org-{i}")]) for i in range(1, count - 1)] + [
+            rule(count - 1, filters=[_org("acme")]),
+            rule(count),
+        ]
+        ruleset = RuleSet(parse_payload({"rules": rules}), 1)
+        ruleset.prepare_accounts()
+        now = time.time()
+
+        def lookup(ruleset: RuleSet = ruleset, now: float = now) -> tuple[object, ...]:
+            return ruleset.accounts(CallFacts(CALLER, "gpt-4o", "openai", None), now)
+
+        assert len(lookup()) == 2
+        results.append(
+            compare(
+                f"accounts(): {count:,} pooled rules, caller covered by 2", lookup, None, rounds
+            )
+        )
+    return results
+
+
+def _org(name: str) -> dict[str, str]:
+    return {"dimension": "ORGANIZATION", "operator": "IS", "value": name}
 
 
 def _async_check(sides: Sides, rounds: int) -> Result:
@@ -276,6 +362,7 @@ def summarize(by_name: dict[str, Result]) -> None:
         f"reference / ours at 0 rules:                      "
         f"{by_name['allow, 0 rules'].ratio or 0:.1f}x   (target >= 5)"
     )
+    print_steady(by_name)
     block = ours("block, 1000 rules (last breached)")
     allow = ours("allow, 1000 rules")
     raising = raise_cost_ns()
@@ -287,6 +374,34 @@ def summarize(by_name: dict[str, Result]) -> None:
         f"ours block / (3 x allow + raising):               "
         f"{block / (3 * allow + raising):.2f}x   (target <= 1.0; raising a "
         f"BudgetExceededError with its fields and catching it costs {fmt_ns(raising)} here)"
+    )
+
+
+def print_steady(by_name: dict[str, Result]) -> None:
+    """Issue 13's targets: the steady state as cheap as the quiet one, with yes or no."""
+    quiet = by_name["allow, 0 rules"].ours_ns
+    disabled = by_name["disabled"].reference_ns or float("nan")
+    print()
+    print(
+        f"steady state (quiet allow path: ours {fmt_ns(quiet)}; reference disabled "
+        f"{fmt_ns(disabled)})"
+    )
+    for name in STEADY:
+        steady = by_name[name].ours_ns
+        within = steady / quiet
+        print(
+            f"  {name:<56} {fmt_ns(steady):>9}  {within:.2f}x quiet (<= 2: "
+            f"{'yes' if within <= 2 else 'no'}), {steady / disabled:.2f}x reference disabled "
+            f"(<= 1: {'yes' if steady <= disabled else 'no'})"
+        )
+    small, large = (
+        by_name[f"accounts(): {n:,} pooled rules, caller covered by 2"] for n in (10, 10_000)
+    )
+    flat = large.ours_ns / small.ours_ns
+    print(
+        f"  accounts() at 10,000 rules / at 10 rules: {flat:.2f}x "
+        f"({fmt_ns(large.ours_ns)} vs {fmt_ns(small.ours_ns)}; flat <= 1.5: "
+        f"{'yes' if flat <= 1.5 else 'no'})"
     )
 
 

@@ -15,21 +15,24 @@ import contextlib as _contextlib
 from ._callfacts import normalize_email
 from ._default import (
     acheck_enforcement,
+    add_listener,
     check_enforcement,
     default_engine,
     explain,
     fetch_advisory_budgets,
     fetch_enforcement_rule,
     fetch_enforcement_rule_roster,
+    remove_listener,
     set_default_engine,
+    stats,
     stop_polling,
 )
 from ._engine import Engine, EngineStatus, Explanation
 from ._errors import BudgetExceededError, EnforcementUnavailableError
 from ._events import Decision
-from ._schedule import RetryPolicy
 from ._metadata import usage_metadata
 from ._ruleset import RuleVerdict
+from ._schedule import RetryPolicy
 from ._settings import Settings
 from .hooks import HookStatus, hook_status, instrument, uninstrument
 
@@ -45,6 +48,7 @@ __all__ = [
     "RuleVerdict",
     "Settings",
     "acheck_enforcement",
+    "add_listener",
     "check_enforcement",
     "default_engine",
     "explain",
@@ -54,7 +58,9 @@ __all__ = [
     "hook_status",
     "instrument",
     "normalize_email",
+    "remove_listener",
     "set_default_engine",
+    "stats",
     "stop_polling",
     "uninstrument",
     "usage_metadata",

@@ -11,25 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Optional
 
+from ._wire import normalize_email
+
 __all__ = ["CallFacts", "SubscriberEmail", "normalize_email"]
 
 _SUBSCRIBER_STORED_LENGTH = 255
 _UNSET: Any = object()
 _CREDENTIAL_ALIAS_ENV = "REVENIUM_CREDENTIAL_ALIAS"
 _EMPTY: Mapping[str, Any] = {}
-
-
-def normalize_email(email: str) -> str:
-    """The one canonical form of an address: trimmed and lower-cased.
-
-    The control plane keys every department map by this form, so a caller's
-    address is looked up in it too. ``lower()`` rather than ``casefold()``:
-    the server's lower-casing is simple case mapping (``ß`` stays ``ß``).
-
-    >>> normalize_email("  Dev@Example.COM ")
-    'dev@example.com'
-    """
-    return email.strip().lower()
 
 
 class SubscriberEmail(str):
@@ -120,6 +109,7 @@ class CallFacts:
         "_credential",
         "_dimension_values",
         "_environ",
+        "_group_keys",
         "_subscriber",
         "metadata",
         "model",
@@ -142,6 +132,7 @@ class CallFacts:
         self._subscriber: Optional[dict[str, Any]] = None
         self._credential: Any = _UNSET
         self._dimension_values: Optional[dict[str, Any]] = None
+        self._group_keys: Optional[tuple[str, ...]] = None
 
     @property
     def subscriber(self) -> dict[str, Any]:
@@ -149,8 +140,17 @@ class CallFacts:
             self._subscriber = extract_subscriber(self.metadata)
         return self._subscriber
 
-    def group_keys(self) -> list[str]:
-        """The caller's ``groupValue`` keys in lookup order: one id, then emails."""
+    def group_keys(self) -> tuple[str, ...]:
+        """The caller's ``groupValue`` keys in lookup order: one id, then emails.
+
+        Worked out once per call, however many grouped rules ask.
+        """
+        keys = self._group_keys
+        if keys is None:
+            keys = self._group_keys = tuple(self._read_group_keys())
+        return keys
+
+    def _read_group_keys(self) -> list[str]:
         subscriber, metadata = self.subscriber, self.metadata
         keys: list[str] = []
         for candidate in (subscriber.get("id"), metadata.get("subscriber_id")):

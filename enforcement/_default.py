@@ -14,18 +14,22 @@ from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
 from ._engine import Engine, Explanation
+from ._events import Listener
 from ._fork import renew_after_fork
 from ._settings import ENV, _raw_getter, _raw_reader
 
 __all__ = [
     "acheck_enforcement",
+    "add_listener",
     "check_enforcement",
     "default_engine",
     "explain",
     "fetch_advisory_budgets",
     "fetch_enforcement_rule",
     "fetch_enforcement_rule_roster",
+    "remove_listener",
     "set_default_engine",
+    "stats",
     "stop_polling",
 ]
 
@@ -67,6 +71,8 @@ class _Default:
         self.engine: Optional[Engine] = None
         self.identity: tuple[object, ...] = (object(),) * len(_IDENTITY_VARS)
         self.pinned = False
+        # Listeners added with the module-level add_listener: every default engine gets them.
+        self.listeners: list[Listener] = []
         self.read_identity = _identity_reader()
         self.same = _same_identity_check()
         renew_after_fork(self)
@@ -88,7 +94,10 @@ class _Default:
             if engine is not None and (self.pinned or identity == self.identity):
                 self.identity = identity
                 return engine
-            old, self.engine, self.identity = engine, Engine(), identity
+            fresh = Engine()
+            for listener in self.listeners:
+                fresh.add_listener(listener)
+            old, self.engine, self.identity = engine, fresh, identity
         if old is not None:
             old.close()
         return self.engine
@@ -106,10 +115,39 @@ def set_default_engine(engine: Optional[Engine]) -> None:
     """Make ``engine`` the one the module functions use; ``None`` returns to the environment's."""
     with _default.lock:
         old = _default.engine
+        if engine is not None and engine is not old:
+            for listener in _default.listeners:
+                engine.add_listener(listener)
         _default.engine, _default.pinned = engine, engine is not None
         _default.identity = _default.read_identity()
     if old is not None and old is not engine:
         old.close()
+
+
+def add_listener(listener: Listener) -> None:
+    """Hear every decision of the default engine (and of the ones that replace it), off-thread."""
+    with _default.lock:
+        _default.listeners.append(listener)
+        engine = _default.engine
+    if engine is not None:
+        engine.add_listener(listener)
+
+
+def remove_listener(listener: Listener) -> None:
+    """Stop a listener added with :func:`add_listener`; ValueError when it was not added."""
+    with _default.lock:
+        _default.listeners.remove(listener)
+        engine = _default.engine
+    if engine is not None:
+        engine.remove_listener(listener)
+
+
+def stats() -> dict[str, int]:
+    """The default engine's counters: blocks, would-blocks, warnings, listener drops, holds.
+
+    Plain integers kept on the rare paths, so keeping them on costs nothing.
+    """
+    return _default.get().stats()
 
 
 def check_enforcement(

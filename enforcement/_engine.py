@@ -32,14 +32,17 @@ from typing import Any, Callable, Optional
 import httpx
 
 from ._callfacts import CallFacts
+from ._decision_log import DecisionLog
 from ._errors import BudgetExceededError, EnforcementUnavailableError
 from ._events import Listener
 from ._fork import renew_after_fork
+from ._prices import PriceTable
 from ._refresher import Refresher
 from ._reporter import Reporter
-from ._ruleset import RuleSet, RuleVerdict
+from ._ruleset import Notice, RuleSet, RuleVerdict
 from ._schedule import RetryPolicy
 from ._settings import Settings, Switches
+from ._spend import Held, LocalSpend
 from ._usage import Estimate, Spend
 from ._wire import Payload
 
@@ -79,6 +82,7 @@ class EngineStatus:
     counters: Mapping[str, int]
     installed_at: Optional[float] = None
     closed: bool = False
+    local_spend: Optional[Mapping[str, Any]] = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,8 @@ class Engine:
     ``environ`` is where the settings and the live switches are read (the
     process environment by default); ``settings`` overrides what is fetched
     and where it is mirrored. ``retry_policy`` is the refresh schedule and
-    ``timeout`` bounds each socket read; ``transport``, ``clock`` and
+    ``timeout`` bounds each socket read; ``prices`` prices local spend
+    (:class:`PriceTable` overrides); ``transport``, ``clock`` and
     ``wall_clock`` are for tests.
     """
 
@@ -120,6 +125,7 @@ class Engine:
         timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        prices: Optional[PriceTable] = None,
     ) -> None:
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         reporter = Reporter(settings.team_id if settings is not None else "")
@@ -139,6 +145,11 @@ class Engine:
         self._installed_at: Optional[float] = None
         self._generation = 0
         self._counters = reporter.counters
+        self._spend = (
+            LocalSpend.for_settings(self.settings, wall_clock, prices)
+            if self.settings.local_accrual
+            else None
+        )
         self._refresher = Refresher(
             self.settings,
             install=self._install,
@@ -151,6 +162,10 @@ class Engine:
             clock=clock,
             wall_clock=wall_clock,
         )
+        if self.settings.decision_log:
+            reporter.add_listener(
+                DecisionLog(self.settings.decision_log, salt=self.settings.team_id)
+            )
         renew_after_fork(self)
 
     # -- the hot path --------------------------------------------------------
@@ -177,29 +192,63 @@ class Engine:
                     self._counters["fail_closed"] += 1
                     raise EnforcementUnavailableError(UNINITIALIZED_MESSAGE)
                 return
-        if ruleset.quiet or not ruleset.may_cover(model, provider):
-            return
-        # Evaluated here rather than in a helper: every frame a raised error
-        # passes through costs as much as a whole allowed check.
+        if not ruleset.quiet and ruleset.may_cover(model, provider):
+            # Evaluated here rather than in a helper: every frame a raised error
+            # passes through costs as much as a whole allowed check.
+            try:
+                facts = CallFacts(usage_metadata, model, provider, self._environ)
+                verdict = ruleset.evaluate(facts, self._wall_clock())
+                error = None
+                if verdict is not None:
+                    error = verdict.error
+                    self._hear(ruleset, verdict.notices, error, usage_metadata, model, provider)
+            except Exception:
+                logger.debug(
+                    "Enforcement check failed unexpectedly; letting the call through",
+                    exc_info=True,
+                )
+                error = None
+            if error is not None:
+                raise error
+        spend = self._spend
+        if spend is not None and spend.active:
+            error = self._over_locally(spend, ruleset, usage_metadata, model, provider)
+            if error is not None:
+                raise error
+
+    def _hear(
+        self,
+        ruleset: RuleSet,
+        notices: tuple[Notice, ...],
+        error: Optional[BudgetExceededError],
+        usage_metadata: Optional[Mapping[str, Any]],
+        model: Any,
+        provider: Any,
+    ) -> None:
+        now = self._wall_clock()
+        if notices:
+            self._reporter.hear(ruleset, notices, usage_metadata, model, provider, now)
+        if error is not None:
+            self._reporter.blocked(error, usage_metadata, model, provider, now)
+
+    def _over_locally(
+        self,
+        spend: LocalSpend,
+        ruleset: RuleSet,
+        usage_metadata: Optional[Mapping[str, Any]],
+        model: Any,
+        provider: Any,
+    ) -> Optional[BudgetExceededError]:
+        """The refusal this host's spend since the server's figures gives the call, if any."""
         try:
             facts = CallFacts(usage_metadata, model, provider, self._environ)
-            verdict = ruleset.evaluate(facts, self._wall_clock())
-            if verdict is None:
-                return
-            if verdict.notices:
-                self._reporter.hear(
-                    ruleset, verdict.notices, usage_metadata, model, provider, self._wall_clock()
-                )
-            error = verdict.error
+            error = spend.over(ruleset, facts, self._wall_clock())
             if error is not None:
-                self._reporter.blocked(error, usage_metadata, model, provider, self._wall_clock())
+                self._hear(ruleset, (), error, usage_metadata, model, provider)
+            return error
         except Exception:
-            logger.debug(
-                "Enforcement check failed unexpectedly; letting the call through", exc_info=True
-            )
-            return
-        if error is not None:
-            raise error
+            logger.debug("Local spend check failed unexpectedly; letting it through", exc_info=True)
+            return None
 
     async def acheck(
         self,
@@ -230,7 +279,21 @@ class Engine:
         rule covers the call). ``estimate`` is called only when a hold is made.
         """
         self.check(usage_metadata, model=model, provider=provider)
-        return None
+        spend, ruleset = self._spend, self._ruleset
+        if spend is None or ruleset is None or self._off():
+            return None
+        notices: list[Notice] = []
+        try:
+            facts = CallFacts(usage_metadata, model, provider, self._environ)
+            held = spend.hold(ruleset, facts, estimate, self._wall_clock(), notices)
+            error = held if isinstance(held, BudgetExceededError) else None
+            self._hear(ruleset, tuple(notices), error, usage_metadata, model, provider)
+        except Exception:
+            logger.debug("Holding a call's spend failed; letting it through", exc_info=True)
+            return None
+        if error is not None:
+            raise error
+        return held if isinstance(held, Held) else None
 
     # -- installing rule sets -------------------------------------------------
 
@@ -239,7 +302,11 @@ class Engine:
         current = self._ruleset
         candidate = RuleSet(payload, self._generation + 1)
         if current is not None and _same_payload(current, candidate):
+            if self._spend is not None:
+                self._spend.observe(payload)  # the same rules, compiled later: a later cut-off
             return current
+        if self._spend is not None:
+            self._spend.observe(payload)
         self._generation += 1
         self._ruleset = candidate
         self._source = source
@@ -280,11 +347,20 @@ class Engine:
     # -- listeners -------------------------------------------------------------
 
     def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(decision)`` for every block, shadow would-block and warning."""
-        self._reporter.listeners.append(listener)
+        """Call ``listener(decision)`` for every block, would-block and warning, off-thread.
+
+        Listeners run on one worker thread: a slow one never delays a call, a
+        failing one never breaks it, and past 10,000 queued decisions new ones
+        are dropped and counted (``status().counters["listener_dropped"]``).
+        """
+        self._reporter.add_listener(listener)
 
     def remove_listener(self, listener: Listener) -> None:
-        self._reporter.listeners.remove(listener)
+        self._reporter.remove_listener(listener)
+
+    def flush_listeners(self, timeout: float = 5.0) -> bool:
+        """Wait until the listeners heard every decision made so far; False on timeout."""
+        return self._reporter.dispatcher.flush(timeout)
 
     # -- inspection ------------------------------------------------------------
 
@@ -348,10 +424,18 @@ class Engine:
             etag=record.etag,
             poller_alive=record.poller_alive,
             snapshot_path=record.snapshot_path,
-            counters=dict(self._counters),
+            counters=self.stats(),
+            local_spend=self._spend.describe() if self._spend is not None else None,
             installed_at=self._installed_at,
             closed=self._refresher.closed,
         )
+
+    def stats(self) -> dict[str, int]:
+        """Counters: blocks (server, local), would-blocks, warnings, listener drops, holds."""
+        counters = self._reporter.all_counters()
+        if self._spend is not None:
+            counters.update(self._spend.counts())
+        return counters
 
     def refresh(self) -> bool:
         """Fetch now on this thread (for tools and tests); True when rules were loaded."""
@@ -413,6 +497,9 @@ class Engine:
         hook that kept this engine builds nothing new.
         """
         self._refresher.close()
+        self._reporter.close()
+        if self._spend is not None:
+            self._spend.close()
 
     def __enter__(self) -> Engine:
         return self

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Generic, Optional, TypeVar
 
 from ._callfacts import CallFacts, SubscriberEmail, normalize_email
 from ._providers import ALIAS_BUCKETS, GOOGLE_LABELS, XAI_LABELS
@@ -25,6 +25,7 @@ from ._vendor_models import SERVED_BY_ALIAS
 __all__ = [
     "CompiledFilter",
     "CompiledFilters",
+    "CoverIndex",
     "compile_filters",
     "meta_rows_hold",
     "route_rows_hold",
@@ -65,53 +66,115 @@ _AZURE_ROUTES = ("azure/", "azure_ai/")
 _GOOGLE_ROUTES = ("gemini/", "vertex_ai/", "vertex_ai_beta/")
 _XAI_ROUTES = ("xai/",)
 
-_SCALAR: dict[str, Callable[[str, str], bool]] = {
-    "IS": lambda actual, expected: actual == expected,
-    "IS_NOT": lambda actual, expected: actual != expected,
-    "CONTAINS": lambda actual, expected: expected in actual,
-    "STARTS_WITH": lambda actual, expected: actual.startswith(expected),
-    "ENDS_WITH": lambda actual, expected: actual.endswith(expected),
-}
 _EMAIL_EQUALITY = frozenset({"IS", "IS_NOT", "IN"})
+# Dimensions whose IS and IN rows name exact values a rule set can index by.
+INDEXED_DIMENSIONS = ("ORGANIZATION", "PRODUCT", "SUBSCRIBER", "AGENT", "TASK_TYPE", "CREDENTIAL")
+_INDEXED_OPERATORS = frozenset({"IS", "IN"})
+
+Matcher = Callable[[str, CallFacts], bool]
+
+
+def _comparer(operator: str, expected: list[str]) -> Callable[[str], bool]:
+    """The comparison of one operator against fixed values, chosen once per row."""
+    if operator == "IN":
+        members = frozenset(expected)
+        return members.__contains__
+    first = expected[0]
+    if operator == "IS":
+        return first.__eq__
+    if operator == "IS_NOT":
+        return first.__ne__
+    if operator == "CONTAINS":
+        return lambda actual: first in actual
+    if operator == "STARTS_WITH":
+        return lambda actual: actual.startswith(first)
+    return lambda actual: actual.endswith(first)
 
 
 def _compare(operator: str, actual: str, expected: list[str]) -> bool:
+    """One comparison made per call (model and provider forms vary with the call)."""
     if operator == "IN":
         return actual in expected
-    return _SCALAR[operator](actual, expected[0])
+    first = expected[0]
+    if operator == "IS":
+        return actual == first
+    if operator == "IS_NOT":
+        return actual != first
+    if operator == "CONTAINS":
+        return first in actual
+    return actual.startswith(first) if operator == "STARTS_WITH" else actual.endswith(first)
+
+
+def _matcher(dimension: str, operator: str, expected: list[str], ignore_case: bool) -> Matcher:
+    """The whole judgement of one row for one case rule, picked when the rule set compiles."""
+    if dimension == "MODEL":
+        if ignore_case:
+            lowered = [value.lower() for value in expected]
+            return lambda actual, facts: _model_matches(
+                operator, lowered, _lowercased_model(actual), facts.provider
+            )
+        return lambda actual, facts: _model_matches(operator, expected, actual, facts.provider)
+    if dimension == "PROVIDER":
+        return lambda actual, _facts: _provider_matches(operator, actual, expected)
+    fold: Callable[[str], str] = str.lower
+    plain = _comparer(operator, [fold(v) for v in expected] if ignore_case else expected)
+    if ignore_case:
+        plain = _folded(plain, fold)
+    if dimension != "SUBSCRIBER":
+        return lambda actual, _facts: plain(actual)
+    email_fold = normalize_email if operator in _EMAIL_EQUALITY else str.lower
+    as_email = _folded(_comparer(operator, [email_fold(v) for v in expected]), email_fold)
+    return lambda actual, _facts: (
+        as_email(actual) if isinstance(actual, SubscriberEmail) else plain(actual)
+    )
+
+
+def _folded(compare: Callable[[str], bool], fold: Callable[[str], str]) -> Callable[[str], bool]:
+    return lambda actual: compare(fold(actual))
 
 
 class CompiledFilter:
-    """One filter row that can exclude a call, with its values ready to compare."""
+    """One filter row that can exclude a call, with its matchers chosen in advance."""
 
-    __slots__ = ("dimension", "expected", "expected_lower", "operator")
+    __slots__ = ("_exact", "_folded", "absent_holds", "dimension", "expected", "operator")
 
     def __init__(self, dimension: str, operator: str, expected: list[str]) -> None:
         self.dimension = dimension
         self.operator = operator
         self.expected = expected
-        self.expected_lower = [value.lower() for value in expected]
+        # What the row says of a call that gave no value: None when it reads on.
+        self.absent_holds: Optional[bool] = (
+            operator == "IS_NOT" if dimension in _COMPARED_WHEN_ABSENT else None
+        )
+        # Chosen on first use: most rows of a large rule set are never judged.
+        self._exact: Optional[Matcher] = None
+        self._folded: Optional[Matcher] = None
 
     def holds(self, facts: CallFacts, ignore_case: bool) -> bool:
         """Whether the call's record falls inside this row."""
         actual = facts.value(self.dimension)
-        if actual is None and self.dimension in _COMPARED_WHEN_ABSENT:
-            return self.operator == "IS_NOT"
+        if actual is None and self.absent_holds is not None:
+            return self.absent_holds
         if not isinstance(actual, str):
             return True
-        if self.dimension == "MODEL":
-            expected = self.expected
-            if ignore_case:
-                actual, expected = _lowercased_model(actual), self.expected_lower
-            return _model_matches(self.operator, expected, actual, facts.provider)
-        if self.dimension == "PROVIDER":
-            return _provider_matches(self.operator, actual, self.expected)
-        if isinstance(actual, SubscriberEmail):
-            fold = normalize_email if self.operator in _EMAIL_EQUALITY else str.lower
-            return _compare(self.operator, fold(actual), [fold(v) for v in self.expected])
+        return self._matcher(ignore_case)(actual, facts)
+
+    def _matcher(self, ignore_case: bool) -> Matcher:
         if ignore_case:
-            return _compare(self.operator, actual.lower(), self.expected_lower)
-        return _compare(self.operator, actual, self.expected)
+            if self._folded is None:
+                self._folded = _matcher(self.dimension, self.operator, self.expected, True)
+            return self._folded
+        if self._exact is None:
+            self._exact = _matcher(self.dimension, self.operator, self.expected, False)
+        return self._exact
+
+    def index_keys(self) -> Optional[list[str]]:
+        """The values a call must carry for this row to hold, when an index can use them."""
+        if self.operator not in _INDEXED_OPERATORS or self.dimension not in INDEXED_DIMENSIONS:
+            return None
+        if self.dimension == "SUBSCRIBER":
+            return [*self.expected, *map(normalize_email, self.expected)]
+        return self.expected
 
 
 _ROUTE_DIMENSIONS = frozenset({"MODEL", "PROVIDER"})
@@ -152,6 +215,92 @@ def _all_hold(
         return True
     except Exception:
         return True
+
+
+T = TypeVar("T")
+_Numbered = tuple[int, T]
+_Bucket = tuple[dict[str, list[_Numbered[T]]], list[_Numbered[T]]]
+
+
+class CoverIndex(Generic[T]):
+    """Rules found by the metadata value their first IS or IN row names.
+
+    A call reads each indexed dimension once and visits only the rules
+    whose row can hold for its value (plus the rules no row indexes), in
+    their original order, so a hundred tripped rules filtered to other
+    organizations cost one dict miss, not a hundred filter walks. The
+    index only narrows: every visited rule is still judged in full.
+    """
+
+    __slots__ = ("_always", "_always_numbered", "_dimensions", "size")
+
+    def __init__(self, items: Iterable[tuple[Optional[CompiledFilters], T]]) -> None:
+        always: list[_Numbered[T]] = []
+        dimensions: dict[str, _Bucket[T]] = {}
+        size = 0
+        for number, (filters, item) in enumerate(items):
+            size += 1
+            row = _indexable_row(filters)
+            if row is None:
+                always.append((number, item))
+                continue
+            by_value, every = dimensions.setdefault(row.dimension, ({}, []))
+            every.append((number, item))
+            for key in dict.fromkeys(row.index_keys() or ()):
+                by_value.setdefault(key, []).append((number, item))
+        self._always_numbered = always
+        self._always = tuple(item for _, item in always)
+        self._dimensions = dimensions
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def candidates(self, facts: CallFacts) -> tuple[T, ...]:
+        """The rules that may cover this call, in their original order."""
+        if not self._dimensions:
+            return self._always
+        found: list[_Numbered[T]] = []
+        for dimension, (by_value, every) in self._dimensions.items():
+            found.extend(_indexed(facts, dimension, by_value, every))
+        if not found:
+            return self._always
+        found.extend(self._always_numbered)
+        found.sort(key=_number)
+        return tuple(item for _, item in found)
+
+
+def _number(pair: _Numbered[Any]) -> int:
+    return pair[0]
+
+
+def _indexed(
+    facts: CallFacts,
+    dimension: str,
+    by_value: dict[str, list[_Numbered[T]]],
+    every: list[_Numbered[T]],
+) -> list[_Numbered[T]]:
+    """The rules of one dimension that this call's value can satisfy."""
+    try:
+        actual = facts.value(dimension)
+    except Exception:
+        return every  # a value we cannot read holds, as in a filter walk
+    if actual is None:
+        return []
+    if not isinstance(actual, str):
+        return every
+    if isinstance(actual, SubscriberEmail):
+        actual = normalize_email(actual)
+    return by_value.get(actual, [])
+
+
+def _indexable_row(filters: Optional[CompiledFilters]) -> Optional[CompiledFilter]:
+    if filters is None:
+        return None
+    for row in filters.meta:
+        if row.index_keys() is not None:
+            return row
+    return None
 
 
 def route_rows_hold(filters: Optional[CompiledFilters], facts: CallFacts) -> bool:

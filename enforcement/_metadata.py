@@ -6,6 +6,11 @@ A hooked SDK call is judged on the merge of every enclosing
 ``organization_name`` are one field: whichever layer set it last wins and the
 other spelling is dropped, so the check never sees two values for one field.
 The nested ``subscriber`` object merges field by field.
+
+One ``usage_metadata`` object may be entered by many threads and tasks at
+once (a module-level ``scope = usage_metadata(...)`` used in every request
+handler): what it must undo on exit is kept per context, beside the scope
+itself, never on the object.
 """
 
 from __future__ import annotations
@@ -22,6 +27,11 @@ __all__ = ["current_metadata", "merge_metadata", "usage_metadata"]
 _F = TypeVar("_F", bound=Callable[..., Any])
 _scope: contextvars.ContextVar[Optional[dict[str, Any]]] = contextvars.ContextVar(
     "enforcement_usage_metadata", default=None
+)
+# What each open ``with usage_metadata(...)`` of this context must undo, innermost last.
+_Entered = tuple[tuple["usage_metadata", "contextvars.Token[Optional[dict[str, Any]]]"], ...]
+_entered: contextvars.ContextVar[_Entered] = contextvars.ContextVar(
+    "enforcement_usage_metadata_entered", default=()
 )
 _NESTED = frozenset({"subscriber"})
 
@@ -76,6 +86,7 @@ def current_metadata(call: Optional[Mapping[str, Any]] = None) -> Optional[Mappi
 class usage_metadata:  # used like a function: ``with usage_metadata(...)``
     """Attach metadata to every hooked call inside; a context manager and a decorator.
 
+    >>> from enforcement._metadata import current_metadata
     >>> with usage_metadata(organizationName="acme", subscriber={"id": "u-42"}):
     ...     current_metadata({"organization_name": "beta"})
     {'subscriber': {'id': 'u-42'}, 'organization_name': 'beta'}
@@ -86,11 +97,10 @@ class usage_metadata:  # used like a function: ``with usage_metadata(...)``
 
     def __init__(self, fields: Optional[Mapping[str, Any]] = None, /, **kwargs: Any) -> None:
         self._fields = merge_metadata(fields, kwargs)
-        self._tokens: list[contextvars.Token[Optional[dict[str, Any]]]] = []
 
     def __enter__(self) -> dict[str, Any]:
         merged = merge_metadata(_scope.get(), self._fields)
-        self._tokens.append(_scope.set(merged))
+        _entered.set((*_entered.get(), (self, _scope.set(merged))))
         return merged
 
     def __exit__(
@@ -99,7 +109,11 @@ class usage_metadata:  # used like a function: ``with usage_metadata(...)``
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        _scope.reset(self._tokens.pop())
+        entered = _entered.get()
+        if not entered or entered[-1][0] is not self:
+            raise RuntimeError("usage_metadata exited in a context that did not enter it last")
+        _entered.set(entered[:-1])
+        _scope.reset(entered[-1][1])
 
     def __call__(self, function: _F) -> _F:
         fields = self._fields

@@ -12,7 +12,8 @@ count.
 - counters: plain integers bumped on the rare paths (blocks, would-blocks,
   warnings, fail-closed refusals), read by :meth:`Engine.status`;
 - listeners: each :class:`~._events.Decision`, caller keys hashed, never an
-  email.
+  email, delivered on the :class:`~._dispatch.Dispatcher`'s thread, so a
+  slow or failing listener never delays or breaks a call.
 
 A new kind of decision goes in :meth:`Reporter.hear` and :class:`Decision`;
 where decisions are shipped (a log file, OpenTelemetry) is a listener.
@@ -23,9 +24,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ._callfacts import extract_subscriber, normalize_email
+from ._dispatch import Dispatcher
 from ._errors import BudgetExceededError
 from ._events import Decision, Listener, caller_digests
 from ._ruleset import CompiledRule, Notice, RuleSet
@@ -48,7 +50,10 @@ class Reporter:
     def __init__(self, team_id: str) -> None:
         self.team_id = team_id
         self.counters = dict.fromkeys(COUNTERS, 0)
-        self.listeners: list[Listener] = []
+        self.dispatcher = Dispatcher()
+        # Listeners that also want a block on the caller's own thread (an
+        # OpenTelemetry span event needs the caller's current span).
+        self._inline: tuple[Callable[[Decision], None], ...] = ()
         self._lock = threading.Lock()
         self._warned: set[str] = set()
         self._warned_rules: dict[str, Any] = {}
@@ -57,6 +62,39 @@ class Reporter:
     def after_fork_in_child(self) -> None:
         """A child forked while another thread held the lock would wait for ever: a new one."""
         self._lock = threading.Lock()
+
+    @property
+    def listeners(self) -> tuple[Listener, ...]:
+        return self.dispatcher.listeners
+
+    def add_listener(self, listener: Listener) -> None:
+        """Deliver decisions to ``listener`` off the caller's thread.
+
+        A listener with an ``on_caller_thread(decision)`` method also hears
+        each decision synchronously there (cheap by contract: a span event).
+        """
+        self.dispatcher.add(listener)
+        inline = getattr(listener, "on_caller_thread", None)
+        if callable(inline):
+            self._inline = (*self._inline, inline)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self.dispatcher.remove(listener)
+        inline = getattr(listener, "on_caller_thread", None)
+        self._inline = tuple(hook for hook in self._inline if hook != inline)
+
+    def all_counters(self) -> dict[str, int]:
+        """The decision counters plus the listeners' thread's (delivered, dropped, failed)."""
+        counters = dict(self.counters)
+        stats = self.dispatcher.stats()
+        counters["listener_delivered"] = stats.delivered
+        counters["listener_dropped"] = stats.dropped
+        counters["listener_failed"] = stats.failed
+        return counters
+
+    def close(self) -> None:
+        """Deliver what is queued (briefly) and stop the listeners' thread."""
+        self.dispatcher.close(timeout=2.0)
 
     # -- warn-once -------------------------------------------------------------
 
@@ -205,11 +243,12 @@ class Reporter:
             return ()
 
     def _emit(self, decision: Decision) -> None:
-        for listener in tuple(self.listeners):
+        for hook in self._inline:
             try:
-                listener(decision)
+                hook(decision)
             except Exception:
-                logger.debug("Enforcement listener failed", exc_info=True)
+                logger.debug("Enforcement listener failed on the caller's thread", exc_info=True)
+        self.dispatcher.submit(decision)
 
 
 def _caller_keys(metadata: Optional[Mapping[str, Any]]) -> list[tuple[str, str]]:

@@ -4,36 +4,51 @@ Compiling decides everything that does not depend on the call: which rules
 can trip at all (a rule nobody is over can never block, so it is not walked),
 each per-person breakdown as a dict, department maps keyed by normalized
 email, filters parsed, window ends as epoch seconds, the error each rule
-would raise. A :class:`RuleSet` is immutable once built; the engine swaps a
-new one in by reference, so a check takes no lock and copies nothing, and its
-cost follows the number of *tripped* rules, not the size of the rule set.
+would raise, the keys any breached entry of a grouped rule holds, and an
+index of tripped rules by the metadata values their filters name. A
+:class:`RuleSet` never changes its answers once built (it only memoizes:
+rules compiled on demand, per-route rule lists, the accrual index), so the
+engine swaps a new one in by reference, a check takes no lock and copies
+nothing, and its cost follows the tripped rules that can cover the caller,
+not the size of the rule set.
 
-The verdict order is CONTRACT §3 steps 5 to 7.
+The verdict order is CONTRACT §3 steps 5 to 7. :meth:`RuleSet.accounts`
+answers the other question local spend asks (CONTRACT §9): which rules a
+completed call counts toward, and how much room each has left.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
+import gc
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
-from . import _json as json_pieces
 from ._callfacts import CallFacts
 from ._errors import BudgetExceededError
 from ._filters import (
     CANDIDATE_DECIDED,
     CANDIDATE_DECIDED_WITH_CREDENTIAL,
     CompiledFilters,
+    CoverIndex,
     compile_filters,
     meta_rows_hold,
     route_rows_hold,
 )
-from ._wire import Candidate, Payload, coerce_float, first_present
+from ._wire import Candidate, Payload, coerce_float, first_present, rules_fingerprint
 
-__all__ = ["CompiledRule", "Notice", "RuleSet", "RuleVerdict", "Verdict", "rules_fingerprint"]
+__all__ = [
+    "Account",
+    "CompiledRule",
+    "Notice",
+    "RuleSet",
+    "RuleVerdict",
+    "Verdict",
+    "keep_out_of_collections",
+]
 
 _DEPARTMENT_ID_KEYS = ("departmentId", "orgUnitId")
 _DEPARTMENT_GROUPS = frozenset({"DEPARTMENT", "ORG_UNIT"})
@@ -65,10 +80,46 @@ class Verdict(NamedTuple):
     notices: tuple[Notice, ...]
 
 
-def rules_fingerprint(rules: list[Any]) -> str:
-    """The digest that binds a department-map snapshot to the rules it was cut from."""
-    canonical = json_pieces.encode_list(rules, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+def keep_out_of_collections() -> None:
+    """Move what is alive now out of the cyclic collector's reach (``gc.freeze()``).
+
+    A full collection walks every tracked object, and a freshly installed
+    payload of 10,000 rules is tens of thousands of them, so a rule set
+    swapped in every poll soon makes a full collection stop every thread for
+    tens of milliseconds. Frozen objects are still freed by reference
+    counting when the next rule set replaces them (a rule set holds no
+    cycles); what is never collected is cyclic garbage that was alive at the
+    moment of freezing. It is process-wide, so the engine calls it after an
+    install only where the application accepts that.
+    """
+    gc.freeze()
+
+
+class Account(NamedTuple):
+    """One rule a call counts toward, with the server's figure to add local spend to.
+
+    ``entry`` is ``""`` for a pooled rule, the caller's group key for a
+    grouped rule (the entry the verdict judges; the caller's own key with a
+    ``base`` of 0 when the server lists none yet), the caller's normalized
+    email for a department rule. ``metric`` is ``"cost"`` (dollars),
+    ``"input_tokens"``, ``"output_tokens"``, ``"tokens"`` or ``"requests"``.
+    ``inclusive``: reaching ``threshold`` exactly breaches (``>=``).
+    """
+
+    rule: CompiledRule
+    entry: str
+    metric: str
+    base: float
+    threshold: float
+    inclusive: bool
+    window_end: Optional[float]
+    blocks: bool
+    shadow: bool
+
+    @property
+    def headroom(self) -> float:
+        """What may still be spent before the rule is breached (its edge included or not)."""
+        return self.threshold - self.base
 
 
 def parse_window_end(raw: Any) -> Optional[float]:
@@ -157,6 +208,7 @@ class CompiledRule:
         "_error_fields",
         "action",
         "blocks_action",
+        "breached_keys",
         "can_trip",
         "credential",
         "current_value",
@@ -209,8 +261,11 @@ class CompiledRule:
         )
         self._error_fields: Optional[dict[str, Any]] = None
         if self.group is not None:
-            self.can_trip = any(breached for breached, _ in self.group.values())
+            # The keys a caller must hold for this rule to trip: an index of one set.
+            self.breached_keys = frozenset(k for k, (hit, _) in self.group.items() if hit)
+            self.can_trip = bool(self.breached_keys)
         else:
+            self.breached_keys = frozenset()
             self.can_trip = bool(raw.get("breached", False) or raw.get("blocked", False))
 
     def ended(self, now: float) -> bool:
@@ -301,6 +356,132 @@ def _can_trip(raw: dict[str, Any]) -> bool:
     return bool(raw.get("breached", False) or raw.get("blocked", False))
 
 
+_WORD = re.compile(r"[A-Z]+")
+# operatorType -> whether reaching the threshold exactly breaches; absent reads as >=.
+_INCLUSIVE = {None: True, "GREATER_THAN_OR_EQUAL_TO": True, "GREATER_THAN": False}
+
+
+def accrual_metric(metric_type: Any) -> Optional[str]:
+    """What a call adds to a rule, by what its metric type names; ``None`` adds nothing.
+
+    >>> [accrual_metric(m) for m in ("TOTAL_COST", "INPUT_TOKENS", "TOKEN_COUNT", "API_CALLS")]
+    ['cost', 'input_tokens', 'tokens', 'requests']
+    """
+    if not isinstance(metric_type, str):
+        return None
+    name = metric_type.strip().upper()
+    if name == "TOTAL_COST":
+        return "cost"
+    words = set(_WORD.findall(name))
+    if "COST" in words:
+        return None  # a cost of something we do not price apart: never a guess
+    if words & {"TOKEN", "TOKENS"}:
+        if words & {"INPUT", "PROMPT"}:
+            return "input_tokens"
+        if words & {"OUTPUT", "COMPLETION"}:
+            return "output_tokens"
+        return "tokens"
+    if words & {"REQUEST", "REQUESTS", "CALL", "CALLS"}:
+        return "requests"
+    return None
+
+
+def accrual_operator(operator_type: Any) -> Optional[bool]:
+    """``inclusive`` for an operator local spend understands, else ``None`` (no accrual)."""
+    if isinstance(operator_type, str):
+        operator_type = operator_type.strip().upper()
+    elif operator_type is not None:
+        return None
+    return _INCLUSIVE.get(operator_type)
+
+
+class _Accrual(NamedTuple):
+    """A rule that can accrue, with what does not depend on the call worked out."""
+
+    rule: CompiledRule
+    metric: str
+    threshold: float
+    inclusive: bool
+
+    def account(self, entry: str, base: float) -> Account:
+        rule = self.rule
+        return Account(
+            rule,
+            entry,
+            self.metric,
+            base,
+            self.threshold,
+            self.inclusive,
+            rule.window_end,
+            rule.blocks_action,
+            rule.shadow,
+        )
+
+
+def _accrual(rule: CompiledRule) -> Optional[_Accrual]:
+    metric = accrual_metric(rule.metric_type)
+    inclusive = accrual_operator(rule.raw.get("operatorType"))
+    threshold = rule.threshold
+    raw_threshold = rule.raw.get("threshold")
+    if metric is None or inclusive is None or threshold is None or isinstance(raw_threshold, bool):
+        return None
+    if not math.isfinite(threshold):
+        return None
+    return _Accrual(rule, metric, threshold, inclusive)
+
+
+def _own_entry(group: dict[str, tuple[bool, Optional[float]]], keys: tuple[str, ...]) -> Any:
+    """The caller's entry key and figure: the one the verdict judges, else their own key at 0."""
+    for key in keys:
+        found = group.get(key)
+        if found is not None:
+            return key, found[1] or 0.0
+    return (keys[0], 0.0) if keys else None
+
+
+class _Accruals:
+    """Every rule a call can accrue to, indexed so a call visits only those that may cover it.
+
+    Built once per rule set, on first use (or :meth:`RuleSet.prepare_accounts`
+    from the refresher), so taking in a payload costs nothing more while
+    local spend is off.
+    """
+
+    __slots__ = ("_routed", "_routes", "departments", "unrouted")
+
+    def __init__(self, rules: list[CompiledRule]) -> None:
+        accruals = [(rule, found) for rule in rules if (found := _accrual(rule)) is not None]
+        self.departments = {
+            str(rule.identifier): found for rule, found in accruals if rule.is_department
+        }
+        plain = [(rule, found) for rule, found in accruals if not rule.is_department]
+        self.unrouted = CoverIndex(
+            (rule.filters, found) for rule, found in plain if not _has_route_rows(rule)
+        )
+        self._routed = [found for rule, found in plain if _has_route_rows(rule)]
+        self._routes: dict[tuple[Any, Any], CoverIndex[_Accrual]] = {}
+
+    def routed(self, facts: CallFacts) -> CoverIndex[_Accrual]:
+        """The rules with model or provider rows that hold for this pair, cached per pair."""
+        key = (facts.model, facts.provider)
+        index = self._routes.get(key) if _cacheable(*key) else None
+        if index is None:
+            index = CoverIndex(
+                (found.rule.filters, found)
+                for found in self._routed
+                if found.rule.covers_route(facts)
+            )
+            if _cacheable(*key):
+                if len(self._routes) >= _ROUTE_CACHE_SIZE:
+                    self._routes.clear()
+                self._routes[key] = index
+        return index
+
+
+def _has_route_rows(rule: CompiledRule) -> bool:
+    return rule.filters is not None and bool(rule.filters.route)
+
+
 class RuleSet:
     """An immutable, indexed rule set; :meth:`evaluate` is the hot path.
 
@@ -310,9 +491,12 @@ class RuleSet:
     """
 
     __slots__ = (
+        "_accruals",
+        "_breached_keys",
         "_compiled",
         "_fingerprint",
         "_routes",
+        "_unrouted",
         "active",
         "balances",
         "blocks",
@@ -333,7 +517,8 @@ class RuleSet:
         self.generation = generation
         self._fingerprint: Optional[str] = None
         self._compiled: dict[int, CompiledRule] = {}
-        self._routes: dict[tuple[Any, Any], tuple[CompiledRule, ...]] = {}
+        self._routes: dict[tuple[Any, Any], CoverIndex[CompiledRule]] = {}
+        self._accruals: Optional[_Accruals] = None
         # Positions, not rules: a str -> int map holds no container the
         # garbage collector has to traverse on every full collection.
         by_id: dict[str, int] = {}
@@ -356,6 +541,11 @@ class RuleSet:
             r for r in tripped if r.can_trip and not r.is_department and not r.shadow
         )
         self.shadow = tuple(r for r in tripped if r.can_trip and not r.is_department and r.shadow)
+        self._unrouted = CoverIndex((r.filters, r) for r in self.active)
+        # Every key a breached entry holds: a caller holding none passes every grouped rule.
+        self._breached_keys = frozenset().union(
+            *(r.breached_keys for r in (*self.active, *self.shadow))
+        )
         # Whether a (model, provider) pair can narrow the tripped rules down.
         self.routed = any(r.filters is not None and r.filters.route for r in self.active)
         self.blocks = payload.blocks
@@ -410,28 +600,25 @@ class RuleSet:
             return True
         if not self.routed:
             return bool(self.active)
-        if (type(model) is str or model is None) and (type(provider) is str or provider is None):
+        if _cacheable(model, provider):
             routed = self._routes.get((model, provider))
             if routed is not None:
                 return bool(routed)
         return True
 
-    def _active_for(self, facts: CallFacts) -> tuple[CompiledRule, ...]:
+    def _active_for(self, facts: CallFacts) -> CoverIndex[CompiledRule]:
         """The tripped rules whose model and provider rows hold, cached per pair."""
         if not self.routed:
-            return self.active
+            return self._unrouted
         model, provider = facts.model, facts.provider
-        if not (type(model) is str or model is None) or not (
-            type(provider) is str or provider is None
-        ):
-            return tuple(r for r in self.active if r.covers_route(facts))
-        key = (model, provider)
-        routed = self._routes.get(key)
+        if not _cacheable(model, provider):
+            return CoverIndex((r.filters, r) for r in self.active if r.covers_route(facts))
+        routed = self._routes.get((model, provider))
         if routed is None:
-            routed = tuple(r for r in self.active if r.covers_route(facts))
+            routed = CoverIndex((r.filters, r) for r in self.active if r.covers_route(facts))
             if len(self._routes) >= _ROUTE_CACHE_SIZE:
                 self._routes.clear()
-            self._routes[key] = routed
+            self._routes[(model, provider)] = routed
         return routed
 
     # -- the verdict -------------------------------------------------------
@@ -460,7 +647,7 @@ class RuleSet:
     def _judge_pooled_and_grouped(
         self, facts: CallFacts, now: float, notices: list[Notice]
     ) -> Optional[BudgetExceededError]:
-        for rule in self._active_for(facts):
+        for rule in self._active_for(facts).candidates(facts):
             end = rule.window_end
             if end is not None and end <= now:
                 continue
@@ -469,6 +656,8 @@ class RuleSet:
             if rule.group is None:
                 current_value = rule.current_value  # a pooled rule here is tripped
             else:
+                if not self._may_be_breached(facts):
+                    continue
                 tripped, current_value = rule.trips(facts)
                 if not tripped:
                     continue
@@ -477,9 +666,16 @@ class RuleSet:
             notices.append(Notice("warn_only", rule, rule.identifier, current_value))
         return None
 
+    def _may_be_breached(self, facts: CallFacts) -> bool:
+        """Whether the caller holds a key some breached entry holds: one set miss per key."""
+        breached = self._breached_keys
+        return any(key in breached for key in facts.group_keys())
+
     def _report_shadow(
         self, rule: CompiledRule, facts: CallFacts, now: float, notices: list[Notice]
     ) -> None:
+        if rule.group is not None and not self._may_be_breached(facts):
+            return
         if rule.ended(now) or not rule.covers(facts):
             return
         tripped, current_value = rule.trips(facts)
@@ -573,6 +769,62 @@ class RuleSet:
             identifier=rule.identifier or rule_id,
         )
 
+    # -- local spend (CONTRACT §9) -------------------------------------------
+
+    def prepare_accounts(self) -> None:
+        """Compile the accrual index now (off a caller's thread) rather than on first use."""
+        if self._accruals is None:
+            self._accruals = _Accruals(self.rules)
+
+    def accounts(self, facts: CallFacts, now: float) -> tuple[Account, ...]:
+        """Every rule this call counts toward, tripped or not, with its server figure.
+
+        Department accounts come first (the verdict judges them first), then
+        pooled and grouped rules in payload order. A call only visits the
+        rules its model, provider and metadata values can reach.
+        """
+        self.prepare_accounts()
+        accruals = self._accruals
+        assert accruals is not None
+        found: list[Account] = []
+        if accruals.departments:
+            self._department_accounts(accruals.departments, facts, now, found)
+        for index in (accruals.unrouted, accruals.routed(facts)):
+            for accrual in index.candidates(facts) if index.size else ():
+                account = _covering_account(accrual, facts, now)
+                if account is not None:
+                    found.append(account)
+        if accruals.unrouted.size and len(found) > 1:
+            found.sort(key=_department_then_position)
+        return tuple(found)
+
+    def _department_accounts(
+        self, departments: dict[str, _Accrual], facts: CallFacts, now: float, into: list[Account]
+    ) -> None:
+        email = facts.caller_email()
+        if email is None:
+            return
+        for rule_id, balance in self._balances_of(email).items():
+            accrual = departments.get(str(rule_id))
+            if accrual is None or accrual.rule.ended(now):
+                continue
+            if _department_covers(accrual.rule, facts):
+                into.append(accrual.account(email, balance))
+
+    def _balances_of(self, email: str) -> dict[int, float]:
+        """The caller's balance per department rule: candidates first, then the block maps."""
+        balances: dict[int, float] = {}
+        for candidate in self.candidates.get(email, ()):
+            if candidate.balance is not None:
+                balances.setdefault(candidate.rule_id, candidate.balance)
+        balance = self.balances.get(email)
+        if balance is not None:
+            for listed in (self.blocks.get(email), self.warnings.get(email)):
+                rule_id = _rule_id_value(listed)
+                if rule_id is not None:
+                    balances.setdefault(rule_id, balance)
+        return balances
+
     # -- explanation (not the hot path) ------------------------------------
 
     def explain(self, facts: CallFacts, now: float) -> list[RuleVerdict]:
@@ -601,6 +853,33 @@ class RuleSet:
         if not rule.blocks_action:
             return verdict(True, False, f"breached, action {rule.action!r} only warns", current)
         return verdict(True, True, "breached: blocks", current)
+
+
+def _covering_account(accrual: _Accrual, facts: CallFacts, now: float) -> Optional[Account]:
+    rule = accrual.rule
+    if rule.ended(now) or (rule.reads_metadata and not rule.covers_metadata(facts)):
+        return None
+    if rule.group is None:
+        return accrual.account("", rule.current_value or 0.0)
+    own = _own_entry(rule.group, facts.group_keys())
+    return None if own is None else accrual.account(*own)
+
+
+def _department_covers(rule: CompiledRule, facts: CallFacts) -> bool:
+    """Filters and credential, less what the server decided when it listed the caller."""
+    credential = rule.credential
+    if credential and credential != facts.metadata.get("subscriber_credential", ""):
+        return False
+    return rule.filters is None or rule.filters.hold(facts, False, CANDIDATE_DECIDED)
+
+
+def _department_then_position(account: Account) -> tuple[bool, int]:
+    return (not account.rule.is_department, account.rule.position)
+
+
+def _cacheable(model: Any, provider: Any) -> bool:
+    """Whether a (model, provider) pair can key a cache: plain strings or None."""
+    return (type(model) is str or model is None) and (type(provider) is str or provider is None)
 
 
 def _rule_id_value(value: Any) -> Optional[int]:

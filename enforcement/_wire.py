@@ -11,19 +11,47 @@ never replaces the rules already held.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ._callfacts import normalize_email
+from . import _json as json_pieces
 
-__all__ = ["Candidate", "Payload", "PayloadError", "coerce_float", "parse_payload"]
+__all__ = [
+    "Candidate",
+    "Payload",
+    "PayloadError",
+    "coerce_float",
+    "normalize_email",
+    "parse_payload",
+    "rules_fingerprint",
+]
 
 _BLOCKS_KEYS = ("departmentBudgetBlocks", "orgUnitBudgetBlocks")
 _BALANCES_KEYS = ("departmentBudgetBlockBalances", "orgUnitBudgetBlockBalances")
 _WARNINGS_KEYS = ("departmentBudgetWarnings", "orgUnitBudgetWarnings")
 _CANDIDATES_KEYS = ("departmentBudgetCandidates",)
 _TIERS = frozenset({"BLOCK", "WARN"})
+
+
+def normalize_email(email: str) -> str:
+    """The one canonical form of an address: trimmed and lower-cased.
+
+    The control plane keys every department map by this form, so a caller's
+    address is looked up in it too. ``lower()`` rather than ``casefold()``:
+    the server's lower-casing is simple case mapping (``ß`` stays ``ß``).
+
+    >>> normalize_email("  Dev@Example.COM ")
+    'dev@example.com'
+    """
+    return email.strip().lower()
+
+
+def rules_fingerprint(rules: list[Any]) -> str:
+    """The digest that binds a department-map snapshot to the rules it was cut from."""
+    canonical = json_pieces.encode_list(rules, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 class PayloadError(ValueError):
@@ -61,6 +89,10 @@ class Payload:
     balances: dict[str, float] = field(default_factory=dict)
     warnings: dict[str, Any] = field(default_factory=dict)
     candidates: dict[str, list[Candidate]] = field(default_factory=dict)
+    # Epoch seconds the server compiled the figures at: local spend completed
+    # before it is already counted in them (CONTRACT §9). Not part of equality:
+    # the same rules compiled later are the same rules, with a later cut-off.
+    compiled_at: Optional[float] = field(default=None, compare=False)
 
     @classmethod
     def empty(cls) -> Payload:
@@ -110,6 +142,7 @@ def parse_payload(data: Any) -> Payload:
         coerce_balances(first_present(data, _BALANCES_KEYS)),
         normalize_keys(first_present(data, _WARNINGS_KEYS)),
         coerce_candidates(first_present(data, _CANDIDATES_KEYS)),
+        _finite(data.get("compiledAt")),
     )
 
 

@@ -6,11 +6,13 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 from hypothesis import HealthCheck, is_hypothesis_test, settings
 
 from enforcement import Engine
+from enforcement.testing import RulesServer
 
 # Property tests: "ci" keeps each property to a few seconds; "soak" runs a
 # hundred times as many examples (HYPOTHESIS_PROFILE=soak). Tests that set
@@ -53,18 +55,33 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def make_engine() -> Iterator[object]:
+def make_engine() -> Iterator[Callable[..., Engine]]:
     """Build engines that are closed when the test ends."""
     engines: list[Engine] = []
 
-    def build(**kwargs: object) -> Engine:
-        engine = Engine(**kwargs)  # type: ignore[arg-type]
+    def build(**kwargs: Any) -> Engine:
+        engine = Engine(**kwargs)
         engines.append(engine)
         return engine
 
     yield build
     for engine in engines:
         engine.close()
+
+
+@pytest.fixture
+def server() -> Iterator[RulesServer]:
+    """A real rules server on 127.0.0.1 (team ``team-1``, key ``hak_test``)."""
+    with RulesServer() as running:
+        yield running
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    """A private snapshot directory, made 0700 as a user's cache directory is."""
+    path = tmp_path / "cache"
+    path.mkdir(mode=0o700)
+    return path
 
 
 @pytest.fixture(autouse=True)

@@ -11,18 +11,16 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import pytest
+from _support import FAST, FUTURE
 
 import enforcement
-from enforcement import BudgetExceededError, Engine, RetryPolicy
+from enforcement import BudgetExceededError, Engine
 from enforcement.testing import Fault, RulesServer, make_filter, make_rule
 
-FUTURE = "2099-01-01T00:00:00Z"
-FAST = RetryPolicy(first_backoff=0.01, jitter=0.0, retry_after_budget=2.0)
 GENERATIONS = 300
 THREADS = 64
 LOOPS = 8
@@ -208,12 +206,6 @@ def test_callers_see_whole_rule_sets_while_payloads_are_swapped_in(
     tallies = run_callers(engine, lambda g: engine.load_payload(generation(g)))
     assert_whole_rule_sets(tallies)
     assert engine.status().generation == GENERATIONS
-
-
-@pytest.fixture
-def server() -> Iterator[RulesServer]:
-    with RulesServer(team_id="team-1", api_key="hak_test") as running:
-        yield running
 
 
 def test_callers_see_whole_rule_sets_while_refreshes_swap_them_in(

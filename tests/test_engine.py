@@ -150,6 +150,7 @@ def test_warn_only_rule_passes_and_warns_once_per_window(
     engine.load_payload([rule(breached=True, action="WARN_ONLY"), rule(2)])
     for _ in range(3):
         engine.check()
+    assert engine.flush_listeners()
     assert sum("over its threshold" in r.message for r in caplog.records) == 1
     assert [e.kind for e in events] == ["warn_only"] * 3
 
@@ -174,6 +175,7 @@ def test_shadow_rule_reports_instead_of_blocking(engine: Engine) -> None:
     engine.add_listener(events.append)
     engine.load_payload([rule(breached=True, shadowMode=True)])
     engine.check()
+    assert engine.flush_listeners()
     assert [(e.kind, e.rule_id) for e in events] == [("shadow", 1)]
     assert engine.status().counters["shadow"] == 1
 
@@ -378,6 +380,7 @@ def test_listener_failure_is_contained(engine: Engine, caplog: pytest.LogCapture
     engine.load_payload([rule(breached=True)])
     with pytest.raises(BudgetExceededError):
         engine.check()
+    assert engine.flush_listeners()
     assert [decision.kind for decision in heard] == ["block"]  # the next listener still hears
     logged = [r for r in caplog.records if r.name.startswith("enforcement") and r.exc_info]
     assert [str(r.exc_info[1]) for r in logged if r.exc_info] == ["listener bug"]

@@ -8,46 +8,16 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import httpx
 import pytest
+from _support import FAST, FUTURE, blocks, breached, wait_until
 
 from enforcement import BudgetExceededError, Engine, RetryPolicy
 from enforcement._feed import verified_context
 from enforcement.testing import Fault, RulesServer, make_rule
-
-FUTURE = "2099-01-01T00:00:00Z"
-FAST = RetryPolicy(first_backoff=0.01, jitter=0.0, retry_after_budget=2.0)
-
-
-def breached(rule_id: int = 1, **fields: Any) -> dict[str, Any]:
-    return make_rule(rule_id, f"cap-{rule_id}", breached=True, window_end=FUTURE, **fields)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
-
-
-def blocks(engine: Engine) -> bool:
-    try:
-        engine.check({}, model="gpt-4o", provider="openai")
-    except BudgetExceededError:
-        return True
-    return False
-
-
-@pytest.fixture
-def server() -> Iterator[RulesServer]:
-    with RulesServer(team_id="team-1", api_key="hak_test") as running:
-        yield running
 
 
 @pytest.fixture

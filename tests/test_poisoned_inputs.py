@@ -8,26 +8,17 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from _support import FAST, FUTURE, breached, verdict, wait_until
 
-from enforcement import BudgetExceededError, Engine, RetryPolicy
+from enforcement import Engine
 from enforcement._mirror import Mirror
 from enforcement.testing import Fault, RulesServer, make_rule
 
-FUTURE = "2099-01-01T00:00:00Z"
-FAST = RetryPolicy(first_backoff=0.01, jitter=0.0, retry_after_budget=2.0)
 HUGE = 10**400  # valid JSON, past float range
-
-
-def breached(rule_id: int = 1, **fields: Any) -> dict[str, Any]:
-    fields.setdefault("window_end", FUTURE)
-    fields.setdefault("breached", True)
-    name = fields.pop("rule_name", f"cap-{rule_id}")
-    return make_rule(rule_id, name, **fields)
 
 
 def nested(depth: int) -> Any:
@@ -48,40 +39,11 @@ def deep_rules_text(depth: int, *rules: dict[str, Any]) -> str:
     return "[" + "".join(json.dumps(rule) + ", " for rule in rules) + deep + "]"
 
 
-def verdict(engine: Engine, metadata: Any = None) -> str:
-    """``block`` or ``pass``; anything else the check raises fails the test."""
-    try:
-        engine.check(metadata or {}, model="gpt-4o", provider="openai")
-    except BudgetExceededError:
-        return "block"
-    return "pass"
-
-
 def call_from_deep_stack(frames: int, call: Callable[[], str]) -> str:
     """Run ``call`` under ``frames`` extra frames, as a web framework's handler does."""
     if frames <= 0:
         return call()
     return call_from_deep_stack(frames - 1, call)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
-
-
-@pytest.fixture
-def server() -> Iterator[RulesServer]:
-    with RulesServer() as running:
-        yield running
-
-
-@pytest.fixture
-def cache_dir(tmp_path: Path) -> Path:
-    return tmp_path / "cache"
 
 
 @pytest.fixture

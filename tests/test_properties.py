@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import Any, Optional
 
 import pytest
+from _support import CONTRACT_ENVIRONMENT
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -607,18 +608,7 @@ def test_any_body_from_the_feed_is_installed_or_refused_and_survives_a_restart(
 
 # -- the environment ---------------------------------------------------------------
 
-SECTION_5 = [
-    "REVENIUM_CIRCUIT_BREAKER_ENABLED",
-    "REVENIUM_BYPASS",
-    "REVENIUM_CB_FAIL_MODE",
-    "REVENIUM_CB_POLL_INTERVAL_SECONDS",
-    "REVENIUM_CACHE_DIR",
-    "REVENIUM_METERING_API_KEY",
-    "REVENIUM_TEAM_ID",
-    "REVENIUM_ENFORCEMENT_BASE_URL",
-    "REVENIUM_METERING_BASE_URL",
-    "REVENIUM_CREDENTIAL_ALIAS",
-]
+SECTION_5 = [*CONTRACT_ENVIRONMENT, "REVENIUM_CREDENTIAL_ALIAS"]
 ENV_TEXT = st.one_of(
     st.text(max_size=12),
     st.text(st.characters(codec="utf-8", exclude_categories=()), max_size=6),

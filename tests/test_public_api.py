@@ -16,7 +16,7 @@ from enforcement._wire import parse_payload
 
 def test_all_names_exactly_the_public_exports() -> None:
     public = {name for name in dir(enforcement) if not name.startswith("_")}
-    modules = {"testing", "hooks", "auto"}  # submodules that appear once imported
+    modules = {"testing", "hooks", "auto", "otel", "cli"}  # submodules, once imported
     assert set(enforcement.__all__) == public - modules - {"annotations"}
     for name in enforcement.__all__:
         assert getattr(getattr(enforcement, name), "__module__", "enforcement") == "enforcement"
@@ -125,4 +125,10 @@ async def test_acheck_enforcement_module_function(default_env: Path) -> None:
 
 
 def test_stop_polling_without_an_engine_is_harmless(default_env: Path) -> None:
+    write_snapshot(default_env, "team-a", [{"ruleId": 1, "name": "cap", "breached": True}])
+    enforcement.stop_polling()  # no default engine yet: nothing to stop, nothing raised
     enforcement.stop_polling()
+    with pytest.raises(BudgetExceededError, match="cap"):
+        enforcement.check_enforcement({})  # the first enabled call still starts it all
+    enforcement.stop_polling()
+    assert not enforcement.default_engine().status().poller_alive

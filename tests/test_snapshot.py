@@ -8,19 +8,16 @@ import stat
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from _support import FAST, FUTURE, wait_until
 
-from enforcement import BudgetExceededError, Engine, RetryPolicy
+from enforcement import BudgetExceededError, Engine
 from enforcement._mirror import Mirror, snapshot_scope
 from enforcement.testing import RulesServer, make_rule
 
-FUTURE = "2099-01-01T00:00:00Z"
-FAST = RetryPolicy(first_backoff=0.01, jitter=0.0, retry_after_budget=2.0)
 DEPARTMENT_PAYLOAD_MAPS = {
     "departmentBudgetBlocks": {"ann@example.com": 7},
     "departmentBudgetBlockBalances": {"ann@example.com": "42.5"},
@@ -68,26 +65,6 @@ def run_process(script: str, env: dict[str, str], metadata: dict[str, Any]) -> d
     )
     verdict: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return verdict
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
-@pytest.fixture
-def server() -> Iterator[RulesServer]:
-    with RulesServer() as running:
-        yield running
-
-
-@pytest.fixture
-def cache_dir(tmp_path: Path) -> Path:
-    return tmp_path / "cache"
 
 
 def offline_env(server: RulesServer, cache_dir: Path, **extra: str) -> dict[str, str]:

@@ -3,16 +3,19 @@
 Each provider lives in its own module here and declares the SDK versions it
 supports. ``instrument()`` patches SDKs already imported and, through import
 hooks, those imported later; ``uninstrument()`` puts every original back.
+
+This module keeps no state: each instrumentor owns its patches and the lock
+that makes its own ``instrument()`` and ``uninstrument()`` atomic (renewed in
+a forked child), and :func:`~enforcement.hooks._base.set_hooked_engine` owns
+which engine the hooks ask.
 """
 
 from __future__ import annotations
 
 import importlib
-import threading
 from typing import Optional
 
 from .._engine import Engine
-from .._fork import renew_module_state_after_fork
 from ._base import HookStatus, Instrumentor, set_hooked_engine
 
 __all__ = ["PROVIDERS", "HookStatus", "hook_status", "instrument", "uninstrument"]
@@ -30,16 +33,6 @@ PROVIDERS: dict[str, str] = {
     "perplexity": "enforcement.hooks.perplexity",
     "fal": "enforcement.hooks.fal",
 }
-
-_lock = threading.Lock()
-
-
-def _renew_lock() -> None:
-    global _lock
-    _lock = threading.Lock()  # a child forked while another thread instrumented
-
-
-renew_module_state_after_fork(_renew_lock)
 
 
 def _instrumentor(name: str) -> Optional[Instrumentor]:
@@ -66,26 +59,24 @@ def instrument(*providers: str, engine: Optional[Engine] = None) -> list[str]:
     """
     names = providers or tuple(PROVIDERS)
     done = []
-    with _lock:
-        if engine is not None:
-            set_hooked_engine(engine)
-        for name in names:
-            instrumentor = _instrumentor(name)
-            if instrumentor is not None:
-                instrumentor.instrument()
-                done.append(name)
+    if engine is not None:
+        set_hooked_engine(engine)
+    for name in names:
+        instrumentor = _instrumentor(name)
+        if instrumentor is not None:
+            instrumentor.instrument()
+            done.append(name)
     return done
 
 
 def uninstrument(*providers: str) -> None:
     """Restore the original SDK methods of these providers (all by default)."""
-    with _lock:
-        for name in providers or tuple(PROVIDERS):
-            instrumentor = _instrumentor(name)
-            if instrumentor is not None:
-                instrumentor.uninstrument()
-        if not providers:
-            set_hooked_engine(None)
+    for name in providers or tuple(PROVIDERS):
+        instrumentor = _instrumentor(name)
+        if instrumentor is not None:
+            instrumentor.uninstrument()
+    if not providers:
+        set_hooked_engine(None)
 
 
 def hook_status(*providers: str) -> dict[str, HookStatus]:

@@ -23,8 +23,16 @@ is checked by the outermost, and the inner layers see the guard and pass
 straight through. The guard is a context variable, so it follows threads'
 and tasks' own contexts and never leaks between concurrent calls.
 
+After the check, the post-call path: :meth:`Engine.begin` returns a
+:class:`Spend` when the engine holds money for the call, and the hook settles
+it exactly once from what the call returned, as the hook's :class:`Meter`
+reads it (see ``_streams``): a whole response at once, a stream when it ends,
+``None`` when the SDK raised. When ``begin`` returns None nothing is read and
+nothing is wrapped. Only the hook that began a call settles it; the inner
+layers pass through, as they do for the check.
+
 The walk from a hook to the matcher: wrapper -> :func:`checked` ->
-:func:`hooked_engine` ``.check(metadata, model=, provider=)``.
+:func:`hooked_engine` ``.begin(metadata, model=, provider=, estimate=)``.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from types import ModuleType
 from typing import Any, Callable, NamedTuple, Optional, TypeVar
 
@@ -47,12 +56,15 @@ from .._default import _default
 from .._engine import Engine
 from .._fork import renew_after_fork
 from .._metadata import _scope, current_metadata
+from .._usage import Estimate, Spend
+from ._streams import Meter, settle, settle_from
 
 __all__ = [
     "CHECKED_ELSEWHERE",
     "Call",
     "HookStatus",
     "Instrumentor",
+    "Meter",
     "achecked",
     "already_checked",
     "aunchecked",
@@ -239,16 +251,34 @@ def checked(
     model: Any,
     call_metadata: Optional[Mapping[str, Any]],
     call: Callable[[], _T],
+    meter: Optional[Meter] = None,
+    request: tuple[Any, tuple[Any, ...], dict[str, Any]] = (None, (), {}),
 ) -> _T:
-    """Run ``call`` once the check passes; inner hooks skip their own check."""
+    """Run ``call`` once the check passes; inner hooks skip their own check.
+
+    When the engine holds money for the call, ``meter`` reads its estimate
+    from ``request`` (``instance, args, kwargs``) and its usage from the result.
+    """
     if _inside.get():
         return call()
-    hooked_engine().check(
+    estimate = None if meter is None else partial(meter.estimate, *request)
+    spend = hooked_engine().begin(
         _metadata(call_metadata),
         model=model if type(model) is str else _model(model),
         provider=provider,
+        estimate=estimate,
     )
-    return unchecked(call)
+    if spend is None:
+        return unchecked(call)
+    token = _inside.set(True)
+    try:
+        result = call()
+    except BaseException:
+        settle(spend, None)
+        raise
+    finally:
+        _inside.reset(token)
+    return settle_from(result, spend, meter, estimate or _no_estimate)  # type: ignore[no-any-return]
 
 
 def unchecked(call: Callable[[], _T]) -> _T:
@@ -265,12 +295,53 @@ async def achecked(
     model: Any,
     call_metadata: Optional[Mapping[str, Any]],
     call: Callable[[], Awaitable[_T]],
+    meter: Optional[Meter] = None,
+    request: tuple[Any, tuple[Any, ...], dict[str, Any]] = (None, (), {}),
 ) -> _T:
     """:func:`checked` for coroutines: the check never blocks the event loop."""
     if _inside.get():
         return await call()
-    await hooked_engine().acheck(_metadata(call_metadata), model=_model(model), provider=provider)
-    return await aunchecked(call)
+    estimate = None if meter is None else partial(meter.estimate, *request)
+    spend = await _abegin(_metadata(call_metadata), _model(model), provider, estimate)
+    if spend is None:
+        return await aunchecked(call)
+    token = _inside.set(True)
+    try:
+        result = await call()
+    except BaseException:
+        settle(spend, None)
+        raise
+    finally:
+        _inside.reset(token)
+    return settle_from(  # type: ignore[no-any-return]
+        result, spend, meter, estimate or _no_estimate, asynchronous=True
+    )
+
+
+async def _abegin(
+    metadata: Optional[Mapping[str, Any]],
+    model: Optional[str],
+    provider: Optional[str],
+    estimate: Optional[Callable[[], Estimate]],
+) -> Optional[Spend]:
+    """``begin`` for coroutines, the first call's snapshot read off the event loop.
+
+    By the engine's ``abegin``; an engine without one is asked ``acheck``, and
+    holds nothing for coroutines.
+    """
+    engine = hooked_engine()
+    abegin = getattr(engine, "abegin", None)
+    if abegin is None:
+        await engine.acheck(metadata, model=model, provider=provider)
+        return None
+    spend: Optional[Spend] = await abegin(
+        metadata, model=model, provider=provider, estimate=estimate
+    )
+    return spend
+
+
+def _no_estimate() -> Estimate:
+    return Estimate(0)
 
 
 async def aunchecked(call: Callable[[], Awaitable[_T]]) -> _T:
@@ -334,7 +405,12 @@ def read_call(
 
 
 def guard(
-    describe: Describe, fallback_provider: str, *, asynchronous: bool, deferred: bool = False
+    describe: Describe,
+    fallback_provider: str,
+    *,
+    asynchronous: bool,
+    deferred: bool = False,
+    meter: Optional[Meter] = None,
 ) -> Wrapper:
     """The wrapper that checks a method's costly calls before the original runs.
 
@@ -344,7 +420,8 @@ def guard(
     ``deferred`` is for a method that returns a lazy stream, whose requests
     are sent only when it is iterated: the call is checked when it is made,
     where the caller expects the refusal, and the stream carries the guard so
-    the funnel below does not check its requests again.
+    the funnel below does not check its requests again. ``meter`` reads the
+    call's estimate and usage when the engine holds money for it.
     """
 
     def wrapper(
@@ -358,7 +435,14 @@ def guard(
             return unchecked(lambda: wrapped(*args, **kwargs))
         for model in call.others:
             checked(call.provider, model, metadata, _nothing)
-        result = checked(call.provider, call.model, metadata, lambda: wrapped(*args, **kwargs))
+        result = checked(
+            call.provider,
+            call.model,
+            metadata,
+            lambda: wrapped(*args, **kwargs),
+            meter,
+            (instance, args, kwargs),
+        )
         return carry(result, guarded=True) if deferred else result
 
     async def awrapper(
@@ -373,7 +457,12 @@ def guard(
         for model in call.others:
             await achecked(call.provider, model, metadata, _anothing)
         result = await achecked(
-            call.provider, call.model, metadata, lambda: wrapped(*args, **kwargs)
+            call.provider,
+            call.model,
+            metadata,
+            lambda: wrapped(*args, **kwargs),
+            meter,
+            (instance, args, kwargs),
         )
         return carry(result, guarded=True) if deferred else result
 
@@ -619,14 +708,18 @@ class Instrumentor:
         *,
         required: bool = False,
         deferred: bool = False,
+        meter: Optional[Meter] = None,
     ) -> bool:
         """Check ``owner.attribute``'s costly calls, as ``describe`` tells them, before they run.
 
         ``deferred``: the method returns a lazy stream (see :func:`guard`).
+        ``meter``: how the call's estimate and usage are read (see :class:`Meter`).
         """
         original = getattr(owner, attribute, None)
         asynchronous = inspect.iscoroutinefunction(original)
-        wrapper = guard(describe, self.provider, asynchronous=asynchronous, deferred=deferred)
+        wrapper = guard(
+            describe, self.provider, asynchronous=asynchronous, deferred=deferred, meter=meter
+        )
         return self.wrap(owner, attribute, wrapper, required=required)
 
     def relay(self, owner: Any, attribute: str) -> bool:

@@ -10,6 +10,16 @@ The public methods are wrapped only to accept the reference SDK's
 ``usage_metadata=`` keyword; the kit's relay carries it to the funnel in a
 context variable, for the call and for a stream manager's ``__enter__``, and
 nothing is stored past the call.
+
+The funnel also reads what a call uses (:class:`StainlessMeter`): the
+estimate from the JSON body, the usage from the parsed response or from the
+events of the ``Stream`` the funnel returns, by their shape, so one reader
+serves chat completions, the Responses API, embeddings and Anthropic's
+messages. The ``.stream()`` helpers iterate that same ``Stream``. A chat
+completion streamed without ``stream_options={"include_usage": True}``
+reports no usage: its output is estimated from the streamed text rather
+than the request changed (an OpenAI-compatible server may refuse
+``stream_options``, and a guard must not break the call it guards).
 """
 
 from __future__ import annotations
@@ -17,11 +27,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
+from .._usage import Estimate, Usage
 from ._base import Call, Instrumentor
+from ._estimate import CHARS_PER_TOKEN, estimate_from
+from ._streams import Meter, Tally, count, field
 
-__all__ = ["PublicMethods", "StainlessInstrumentor"]
+__all__ = ["EventTally", "PublicMethods", "StainlessInstrumentor", "usage_of"]
 
 #: (module, classes, methods): public methods that accept ``usage_metadata=``.
 PublicMethods = tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]
@@ -30,6 +43,126 @@ PublicMethods = tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]
 def _options_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``request(cast_to, options, ...)``'s options: the method, path and JSON body."""
     return args[1] if len(args) > 1 else kwargs.get("options")
+
+
+# Request fields that make up the prompt, and those that cap the output.
+_PROMPT_KEYS = ("system", "instructions", "messages", "input", "prompt", "tools")
+_LIMIT_KEYS = ("max_completion_tokens", "max_tokens", "max_output_tokens", "max_tokens_to_sample")
+_STREAMS = frozenset({"Stream", "AsyncStream"})
+# Responses API events that carry the finished response, usage included.
+_FINISHED = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+# OpenAI's two spellings, each told by its marker field: chat and embeddings; the Responses
+# API (whose ``input_tokens`` Anthropic shares, so its details tell them apart).
+_OPENAI_SPELLINGS = (
+    ("prompt_tokens", "prompt_tokens", "completion_tokens", "prompt_tokens_details"),
+    ("input_tokens_details", "input_tokens", "output_tokens", "input_tokens_details"),
+)
+
+
+def usage_of(usage: Any, model: Any) -> Optional[Usage]:
+    """A Stainless SDK's ``usage`` object as :class:`Usage`, by its shape; None when absent.
+
+    OpenAI's chat and embeddings say ``prompt_tokens``, its Responses API
+    ``input_tokens`` with ``input_tokens_details``; Anthropic's ``input_tokens``
+    leaves out the cached tokens it reports beside them.
+    """
+    if usage is None:
+        return None
+    named = model if isinstance(model, str) else None
+    for marker, prompt, output, details in _OPENAI_SPELLINGS:
+        if field(usage, marker) is not None:
+            return Usage(
+                count(field(usage, prompt)),
+                count(field(usage, output)),
+                cache_read_tokens=count(field(usage, details, "cached_tokens")),
+                model=named,
+            )
+    read = count(field(usage, "cache_read_input_tokens"))
+    written = count(field(usage, "cache_creation_input_tokens"))
+    return Usage(
+        count(field(usage, "input_tokens")) + read + written,
+        count(field(usage, "output_tokens")),
+        cache_read_tokens=read,
+        cache_write_tokens=written,
+        model=named,
+    )
+
+
+class EventTally:
+    """A Stainless stream's usage: the last usage an event reports, else the streamed text.
+
+    Anthropic reports the input on ``message_start`` and the running output on
+    each ``message_delta``; OpenAI's chat on a final chunk (when asked), its
+    Responses API on ``response.completed``.
+    """
+
+    def __init__(self, estimate: Callable[[], Estimate]) -> None:
+        self._estimate = estimate
+        self._usage: Optional[Usage] = None
+        self._model: Optional[str] = None
+        self._chars = 0
+
+    def add(self, event: Any) -> None:
+        kind = field(event, "type")
+        if kind == "message_start":
+            message = field(event, "message")
+            self._usage = usage_of(field(message, "usage"), field(message, "model"))
+        elif kind == "message_delta":
+            self._delta(field(event, "usage"))
+        elif kind in _FINISHED:
+            response = field(event, "response")
+            self._usage = usage_of(field(response, "usage"), field(response, "model"))
+        elif field(event, "choices") is not None:
+            self._chunk(event)
+
+    def _delta(self, usage: Any) -> None:
+        if self._usage is None or usage is None:
+            return
+        self._usage = self._usage._replace(output_tokens=count(field(usage, "output_tokens")))
+
+    def _chunk(self, chunk: Any) -> None:
+        model = field(chunk, "model")
+        self._model = model if isinstance(model, str) else self._model
+        reported = usage_of(field(chunk, "usage"), model)
+        if reported is not None:
+            self._usage = reported
+        for choice in field(chunk, "choices") or ():
+            delta = field(choice, "delta")
+            text = field(delta, "content")
+            self._chars += len(text) if isinstance(text, str) else 0
+            for tool_call in field(delta, "tool_calls") or ():
+                arguments = field(tool_call, "function", "arguments")
+                self._chars += len(arguments) if isinstance(arguments, str) else 0
+
+    def usage(self) -> Optional[Usage]:
+        if self._usage is not None:
+            return self._usage
+        if self._model is None:
+            return None  # no chunk read: nothing to go by
+        output = -(-self._chars // CHARS_PER_TOKEN)
+        return Usage(self._estimate().input_tokens, output, model=self._model)
+
+
+class StainlessMeter(Meter):
+    """Reads the funnel's request body and the response (or stream) it returns."""
+
+    def estimate(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Estimate:
+        return estimate_from(
+            getattr(_options_of(args, kwargs), "json_data", None), _PROMPT_KEYS, _LIMIT_KEYS
+        )
+
+    def usage(self, result: Any) -> Optional[Usage]:
+        return usage_of(getattr(result, "usage", None), getattr(result, "model", None))
+
+    def tally(self, result: Any, estimate: Callable[[], Estimate]) -> Optional[Tally]:
+        if not any(kind.__name__ in _STREAMS for kind in type(result).__mro__):
+            return None
+        return EventTally(estimate)
+
+
+_METER = StainlessMeter()
 
 
 class StainlessInstrumentor(Instrumentor):
@@ -59,8 +192,8 @@ class StainlessInstrumentor(Instrumentor):
 
     def patch(self, module: ModuleType) -> None:
         base = importlib.import_module(f"{self.module}._base_client")
-        self.hook(base.SyncAPIClient, "request", self.describe, required=True)
-        self.hook(base.AsyncAPIClient, "request", self.describe, required=True)
+        self.hook(base.SyncAPIClient, "request", self.describe, required=True, meter=_METER)
+        self.hook(base.AsyncAPIClient, "request", self.describe, required=True, meter=_METER)
         self._wrap_public_methods()
 
     def _wrap_public_methods(self) -> None:

@@ -90,9 +90,6 @@ _BEDROCK_VERSION = re.compile(r"-v\d+:\d+$")
 _NAMING_ARN = re.compile(r":(?:foundation-model|inference-profile)/([^/]+)$")
 _UNNAMED_CLAUDE = "claude"  # the legacy ``anthropic.claude-v2:1`` names no model
 
-_foundry_classes: dict[type, bool] = {}
-_labels: weakref.WeakKeyDictionary[Any, tuple[Any, str]] = weakref.WeakKeyDictionary()
-
 
 def _costly_path(options: Any) -> Optional[str]:
     """The request's path when it is a POST that spends money, else None."""
@@ -200,28 +197,16 @@ def provider_label(client: Any) -> str:
     plain client sent to an API Gateway on amazonaws.com as ``AWS``; Claude
     on Vertex AI, the AWS and Google Cloud gateways and the Bedrock Mantle
     client (``bedrock-mantle.<region>.api.aws``) are ``ANTHROPIC``.
-    Remembered per client until its base URL changes. Never raises.
+    Remembered per client (by the instrumentor) until its base URL changes. Never raises.
     """
-    try:
-        base_url = getattr(client, "base_url", None)
-    except Exception:
-        base_url = None
-    try:
-        known = _labels.get(client)
-    except TypeError:  # not weak-referenceable or not hashable: work it out each time
-        return _label(client, base_url)
-    if known is not None and known[0] is base_url:
-        return known[1]
-    label = _label(client, base_url)
-    _labels[client] = (base_url, label)
-    return label
+    return INSTRUMENTOR.label(client)
 
 
-def _label(client: Any, base_url: Any) -> str:
+def _label(client: Any, base_url: Any, foundry: bool) -> str:
     url = str(base_url).lower() if base_url else ""
     if _BEDROCK_HOST in url or _is_bedrock_runtime(client):
         return AWS
-    if _is_foundry_class(type(client)) or _FOUNDRY_HOST in url:
+    if foundry or _FOUNDRY_HOST in url:
         return FOUNDRY
     return ANTHROPIC
 
@@ -234,15 +219,11 @@ def _is_bedrock_runtime(client: Any) -> bool:
 
 
 def _is_foundry_class(cls: type) -> bool:
-    known = _foundry_classes.get(cls)
-    if known is None:
-        known = any(
-            _FOUNDRY_CLASS in klass.__name__.lower()
-            and str(getattr(klass, "__module__", "")).split(".", 1)[0] == "anthropic"
-            for klass in cls.__mro__
-        )
-        _foundry_classes[cls] = known
-    return known
+    return any(
+        _FOUNDRY_CLASS in klass.__name__.lower()
+        and str(getattr(klass, "__module__", "")).split(".", 1)[0] == "anthropic"
+        for klass in cls.__mro__
+    )
 
 
 class AnthropicInstrumentor(StainlessInstrumentor):
@@ -257,11 +238,42 @@ class AnthropicInstrumentor(StainlessInstrumentor):
 
     public_methods = _PUBLIC_METHODS
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Both weak: bounded by the clients and client classes alive.
+        self._labels: weakref.WeakKeyDictionary[Any, tuple[Any, str]] = weakref.WeakKeyDictionary()
+        self._foundry: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+    def label(self, client: Any) -> str:
+        """:func:`provider_label`, remembered per client until its base URL changes."""
+        try:
+            base_url = getattr(client, "base_url", None)
+        except Exception:
+            base_url = None
+        try:
+            known = self._labels.get(client)
+        except TypeError:  # not weak-referenceable or not hashable: work it out each time
+            return _label(client, base_url, self._is_foundry(type(client)))
+        if known is not None and known[0] is base_url:
+            return known[1]
+        label = _label(client, base_url, self._is_foundry(type(client)))
+        self._labels[client] = (base_url, label)
+        return label
+
+    def _is_foundry(self, cls: type) -> bool:
+        try:
+            known = self._foundry.get(cls)
+        except TypeError:
+            return _is_foundry_class(cls)
+        if known is None:
+            known = self._foundry[cls] = _is_foundry_class(cls)
+        return known
+
     def judge(self, client: Any, options: Any) -> Optional[tuple[str, Sequence[Optional[str]]]]:
         path = _costly_path(options)
         if path is None:
             return None
-        provider = provider_label(client)
+        provider = self.label(client)
         return provider, [cap_model(model, provider) for model in _models(path, options)]
 
 

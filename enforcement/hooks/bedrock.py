@@ -50,12 +50,21 @@ made (a check never waits on the network) and the call is checked under the
 ARN, so rules on that ARN or on the provider bite and rules on a model name
 do not.
 
+What a call used is read from the response: ``Converse``'s ``usage``,
+``ConverseStream``'s ``metadata`` event, ``InvokeModel``'s
+``x-amzn-bedrock-input-token-count`` / ``-output-token-count`` headers (the
+body, a stream, is left unread for the caller), and the invocation metrics on
+the last chunk of ``InvokeModelWithResponseStream``. The estimate comes from
+Converse's messages, system and tools and ``inferenceConfig.maxTokens``, or
+from ``InvokeModel``'s JSON body (messages or prompt, ``max_tokens``).
+
 boto3 is synchronous; aiobotocore's clients override ``_make_api_call`` with
 a coroutine of their own and are not hooked here.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from types import ModuleType
@@ -63,7 +72,11 @@ from typing import Any, Callable, Optional
 
 from .._filters import ModelKnownByAliases
 from .._providers import AWS
+from .._usage import Estimate, Usage
 from ._base import Call, Instrumentor, checked, read_call
+from ._estimate import estimate_from, output_limit, prompt_tokens
+from ._stainless import EventTally
+from ._streams import Meter, Tally, count, field
 
 __all__ = ["COSTLY_OPERATIONS", "INSTRUMENTOR", "BedrockInstrumentor", "describe", "model_names"]
 
@@ -153,6 +166,138 @@ def _without_metadata(
     return args, metadata if isinstance(metadata, Mapping) else None
 
 
+# -- what a call uses -------------------------------------------------------------
+
+_STREAMED = {"ConverseStream": "stream", "InvokeModelWithResponseStream": "body"}
+_INVOKE_PROMPT = ("system", "messages", "prompt", "inputText", "tools")
+_INVOKE_LIMITS = ("max_tokens", "max_gen_len", "max_new_tokens", "maxTokenCount")
+_METRICS = "amazon-bedrock-invocationMetrics"
+_HEADER = "x-amzn-bedrock-{}-token-count"
+
+
+def converse_usage(usage: Any) -> Optional[Usage]:
+    """Converse's ``usage``; its ``inputTokens`` leaves out the cached tokens beside it."""
+    if not isinstance(usage, Mapping):
+        return None
+    read, written = (
+        count(usage.get("cacheReadInputTokens")),
+        count(usage.get("cacheWriteInputTokens")),
+    )
+    return Usage(
+        count(usage.get("inputTokens")) + read + written,
+        count(usage.get("outputTokens")),
+        cache_read_tokens=read,
+        cache_write_tokens=written,
+    )
+
+
+def _counted(value: Any) -> int:
+    return int(value) if isinstance(value, str) and value.isdigit() else 0
+
+
+def _header_usage(response: Any) -> Optional[Usage]:
+    headers = field(response, "ResponseMetadata", "HTTPHeaders")
+    if not isinstance(headers, Mapping) or _HEADER.format("input") not in headers:
+        return None
+    read = _counted(headers.get(_HEADER.format("cache-read-input")))
+    written = _counted(headers.get(_HEADER.format("cache-write-input")))
+    return Usage(
+        _counted(headers.get(_HEADER.format("input"))),
+        _counted(headers.get(_HEADER.format("output"))),
+        cache_read_tokens=read,
+        cache_write_tokens=written,
+    )
+
+
+class _ChunkTally:
+    """``InvokeModelWithResponseStream``: Bedrock's invocation metrics, else the model's events.
+
+    Only chunks that can carry usage are decoded (the JSON is small, and the
+    event the caller gets is left as it was).
+    """
+
+    def __init__(self, estimate: Callable[[], Estimate]) -> None:
+        self._events = EventTally(estimate)
+        self._metrics: Optional[Usage] = None
+
+    def add(self, event: Any) -> None:
+        data = field(event, "chunk", "bytes")
+        data = data.encode() if isinstance(data, str) else data
+        if not isinstance(data, bytes) or not any(mark in data for mark in _USAGE_MARKS):
+            return
+        decoded = json.loads(data)
+        metrics = decoded.get(_METRICS) if isinstance(decoded, Mapping) else None
+        if isinstance(metrics, Mapping):
+            read = count(metrics.get("cacheReadInputTokenCount"))
+            written = count(metrics.get("cacheWriteInputTokenCount"))
+            self._metrics = Usage(
+                count(metrics.get("inputTokenCount")),
+                count(metrics.get("outputTokenCount")),
+                cache_read_tokens=read,
+                cache_write_tokens=written,
+            )
+        self._events.add(decoded)
+
+    def usage(self) -> Optional[Usage]:
+        return self._metrics or self._events.usage()
+
+
+_USAGE_MARKS = (b"usage", _METRICS.encode())
+
+
+class _ConverseTally:
+    """``ConverseStream``: the ``metadata`` event's usage."""
+
+    def __init__(self) -> None:
+        self._usage: Optional[Usage] = None
+
+    def add(self, event: Any) -> None:
+        if isinstance(event, Mapping) and "metadata" in event:
+            self._usage = converse_usage(field(event, "metadata", "usage"))
+
+    def usage(self) -> Optional[Usage]:
+        return self._usage
+
+
+class BedrockMeter(Meter):
+    """Reads ``_make_api_call``'s parameters and the response dict botocore built."""
+
+    def estimate(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Estimate:
+        params = _params(args, kwargs)
+        if not isinstance(params, Mapping):
+            return Estimate(0)
+        if "messages" in params or "system" in params:  # Converse
+            prompt = prompt_tokens(params.get("messages"), params.get("system"))
+            tools = prompt_tokens(params.get("toolConfig"))
+            limit = output_limit(field(params, "inferenceConfig", "maxTokens"))
+            return Estimate(prompt + tools, limit)
+        body = params.get("body")
+        decoded = json.loads(body) if isinstance(body, (bytes, str)) and body else None
+        return estimate_from(decoded, _INVOKE_PROMPT, _INVOKE_LIMITS)
+
+    def usage(self, result: Any) -> Optional[Usage]:
+        if isinstance(result, Mapping) and "usage" in result:
+            return converse_usage(result["usage"])
+        return _header_usage(result)
+
+    def tally(self, result: Any, estimate: Callable[[], Estimate]) -> Optional[Tally]:
+        key = self.stream_key(result)
+        if key == "stream":
+            return _ConverseTally()
+        return _ChunkTally(estimate) if key == "body" else None
+
+    def stream_key(self, result: Any) -> Optional[str]:
+        if not isinstance(result, dict):
+            return None
+        for key in ("stream", "body"):
+            if type(result.get(key)).__name__ == "EventStream":  # botocore's
+                return key
+        return None
+
+
+_METER = BedrockMeter()
+
+
 def _funnel(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
@@ -166,7 +311,14 @@ def _funnel(
     call = read_call(describe, AWS, instance, args, kwargs)
     if call is None:
         return wrapped(*args, **kwargs)
-    return checked(call.provider, call.model, metadata, lambda: wrapped(*args, **kwargs))
+    return checked(
+        call.provider,
+        call.model,
+        metadata,
+        lambda: wrapped(*args, **kwargs),
+        _METER,
+        (instance, args, kwargs),
+    )
 
 
 class BedrockInstrumentor(Instrumentor):

@@ -38,6 +38,12 @@ The public methods accept the reference's ``usage_metadata=`` keyword, and
 so do ``result`` / ``result_async`` and the request handles' ``get``, where
 the reference reads it as tags for the job's record; there it is removed and
 the free call goes on.
+
+fal prices a request per call (per image, per second of video), not per
+token, so what a call costs is counted as one request: :class:`FalMeter`
+estimates no tokens and reports ``Usage(0, 0)`` for a call that completed,
+and a request-count rule accrues it. Streams and realtime connections are not
+metered yet (their hold is released when the call returns).
 """
 
 from __future__ import annotations
@@ -52,9 +58,11 @@ from typing import Any, Callable, Optional
 
 from .._fork import renew_after_fork
 from .._providers import FAL
+from .._usage import Estimate, Usage
 from ._base import (
     Call,
     Instrumentor,
+    Meter,
     Wrapper,
     achecked,
     aunchecked,
@@ -66,7 +74,16 @@ from ._base import (
     unchecked,
 )
 
-__all__ = ["INSTRUMENTOR", "FalInstrumentor", "describe", "describe_request", "model_name"]
+__all__ = [
+    "INSTRUMENTOR",
+    "FalInstrumentor",
+    "FalMeter",
+    "describe",
+    "describe_request",
+    "estimate",
+    "model_name",
+    "usage_of",
+]
 
 _LITELLM_PREFIX = "fal_ai/"
 _ENDPOINT_PREFIX = "fal-ai/"
@@ -142,6 +159,10 @@ class _Subscriptions:
 
     @contextmanager
     def marking(self, arguments: Any) -> Iterator[None]:
+        """Mark ``arguments`` for the block's duration (nothing to mark when None)."""
+        if arguments is None:
+            yield
+            return
         key = id(arguments)
         with self._lock:
             self._marked[key] = self._marked.get(key, 0) + 1
@@ -160,9 +181,6 @@ class _Subscriptions:
             return id(arguments) in self._marked
 
 
-_subscriptions = _Subscriptions()
-
-
 def _private_arguments(
     args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
@@ -179,50 +197,29 @@ def _private_arguments(
     return args, {**kwargs, "arguments": private}, private
 
 
-def _subscribe(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    metadata = pop_usage_metadata(kwargs)
-    call = read_call(describe, FAL, instance, args, kwargs) or Call(FAL)
-    args, kwargs, private = _private_arguments(args, kwargs)
-    if private is None:
-        return checked(call.provider, call.model, metadata, lambda: wrapped(*args, **kwargs))
-    with _subscriptions.marking(private):
-        return checked(call.provider, call.model, metadata, lambda: wrapped(*args, **kwargs))
+def estimate(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Estimate:
+    """A fal call's worst case in tokens: none, as fal prices the request, not tokens."""
+    return Estimate(0, 0)
 
 
-async def _asubscribe(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    metadata = pop_usage_metadata(kwargs)
-    call = read_call(describe, FAL, instance, args, kwargs) or Call(FAL)
-    args, kwargs, private = _private_arguments(args, kwargs)
-    if private is None:
-        return await achecked(call.provider, call.model, metadata, lambda: wrapped(*args, **kwargs))
-    with _subscriptions.marking(private):
-        return await achecked(call.provider, call.model, metadata, lambda: wrapped(*args, **kwargs))
+def usage_of(result: Any) -> Usage:
+    """A completed fal call's usage: no tokens; the call itself is the one request counted."""
+    return Usage(0, 0)
 
 
-_checked_call = guard(describe, FAL, asynchronous=False)
-_achecked_call = guard(describe, FAL, asynchronous=True)
+class FalMeter(Meter):
+    """Reads a fal call for the post-call path: one request, no tokens."""
+
+    def estimate(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Estimate:
+        return estimate(instance, args, kwargs)
+
+    def usage(self, result: Any) -> Optional[Usage]:
+        return usage_of(result)
 
 
-def _submit(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    if _subscriptions.holds(_arguments(args, kwargs)):
-        pop_usage_metadata(kwargs)
-        return unchecked(lambda: wrapped(*args, **kwargs))
-    return _checked_call(wrapped, instance, args, kwargs)
-
-
-async def _asubmit(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    if _subscriptions.holds(_arguments(args, kwargs)):
-        pop_usage_metadata(kwargs)
-        return await aunchecked(lambda: wrapped(*args, **kwargs))
-    return await _achecked_call(wrapped, instance, args, kwargs)
+_METER = FalMeter()
+_checked_call = guard(describe, FAL, asynchronous=False, meter=_METER)
+_achecked_call = guard(describe, FAL, asynchronous=True, meter=_METER)
 
 
 def _deferred(
@@ -235,14 +232,79 @@ def _deferred(
     return carry(result, guarded=True)
 
 
-def _wrapper(method: str, asynchronous: bool) -> Wrapper:
-    if method == "subscribe":
-        return _asubscribe if asynchronous else _subscribe
-    if method == "submit":
-        return _asubmit if asynchronous else _submit
-    if method in _DEFERRED:
-        return _deferred
-    return _achecked_call if asynchronous else _checked_call
+def _subscription(
+    instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, Call, tuple[Any, tuple[Any, ...], dict[str, Any]], Any]:
+    """A subscribe's metadata, what it runs, the request, and its own ``arguments`` to mark."""
+    metadata = pop_usage_metadata(kwargs)
+    call = read_call(describe, FAL, instance, args, kwargs) or Call(FAL)
+    args, kwargs, private = _private_arguments(args, kwargs)
+    return metadata, call, (instance, args, kwargs), private
+
+
+class _Queue:
+    """The wrappers of ``subscribe`` and ``submit``, sharing one instrumentor's marks."""
+
+    def __init__(self, subscriptions: _Subscriptions) -> None:
+        self._subscriptions = subscriptions
+
+    def subscribe(
+        self,
+        wrapped: Callable[..., Any],
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        metadata, call, request, private = _subscription(instance, args, kwargs)
+        with self._subscriptions.marking(private):
+            send = lambda: wrapped(*request[1], **request[2])  # noqa: E731
+            return checked(call.provider, call.model, metadata, send, _METER, request)
+
+    async def asubscribe(
+        self,
+        wrapped: Callable[..., Any],
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        metadata, call, request, private = _subscription(instance, args, kwargs)
+        with self._subscriptions.marking(private):
+            send = lambda: wrapped(*request[1], **request[2])  # noqa: E731
+            return await achecked(call.provider, call.model, metadata, send, _METER, request)
+
+    def submit(
+        self,
+        wrapped: Callable[..., Any],
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        if self._subscriptions.holds(_arguments(args, kwargs)):
+            pop_usage_metadata(kwargs)
+            return unchecked(lambda: wrapped(*args, **kwargs))
+        return _checked_call(wrapped, instance, args, kwargs)
+
+    async def asubmit(
+        self,
+        wrapped: Callable[..., Any],
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        if self._subscriptions.holds(_arguments(args, kwargs)):
+            pop_usage_metadata(kwargs)
+            return await aunchecked(lambda: wrapped(*args, **kwargs))
+        return await _achecked_call(wrapped, instance, args, kwargs)
+
+    def wrapper(self, method: str, asynchronous: bool) -> Wrapper:
+        """The wrapper of a client method (or the module function bound to it)."""
+        if method == "subscribe":
+            return self.asubscribe if asynchronous else self.subscribe
+        if method == "submit":
+            return self.asubmit if asynchronous else self.submit
+        if method in _DEFERRED:
+            return _deferred
+        return _achecked_call if asynchronous else _checked_call
 
 
 # -- the net below: the private senders, read by URL --------------------------------
@@ -305,11 +367,17 @@ class FalInstrumentor(Instrumentor):
     below = (2,)
     provider = FAL
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Bounded by the subscribes running at once: a mark lives as long as its subscribe.
+        self._queue = _Queue(_Subscriptions())
+
     def patch(self, module: ModuleType) -> None:
         client = getattr(module, "client", None) or module
+        wrapper = self._queue.wrapper
         for owner, asynchronous in ((module.SyncClient, False), (module.AsyncClient, True)):
             for method in ("run", "submit", "subscribe", "stream"):
-                self.wrap(owner, method, _wrapper(method, asynchronous), required=True)
+                self.wrap(owner, method, wrapper(method, asynchronous), required=True)
             for method in ("realtime", "ws_connect"):
                 self.wrap(owner, method, _deferred)
             self.relay(owner, "result")
@@ -321,7 +389,7 @@ class FalInstrumentor(Instrumentor):
             function = module.__dict__.get(name)
             if callable(function):
                 asynchronous = inspect.iscoroutinefunction(function)
-                self.wrap(module, name, _wrapper(method, asynchronous))
+                self.wrap(module, name, wrapper(method, asynchronous))
         for name in _FREE_WITH_TAGS:
             if callable(module.__dict__.get(name)):
                 self.relay(module, name)

@@ -20,6 +20,12 @@ automatic continuation) are not checked again; a stream, whose requests are
 sent later, carries the guard into its iteration (the kit's ``deferred``), so
 the funnel does not check them again either.
 
+What a call used is read from the response's ``usage_metadata`` (each
+streamed chunk carries the running count; the last one wins): the prompt with
+its tool-use prompt, the candidates with their thinking tokens, the cached
+content. The estimate comes from the call's ``contents`` and its config's
+system instruction, tools and ``max_output_tokens``.
+
 The provider is ``Google`` for both backends, the Gemini Developer API and
 Vertex AI mode (``vertexai=True``), as the reference labels them. A public
 method is checked on its ``model`` argument as the caller spelled it
@@ -38,7 +44,10 @@ from types import ModuleType
 from typing import Any, Optional
 
 from .._providers import GOOGLE
+from .._usage import Estimate, Usage
 from ._base import Call, Instrumentor
+from ._estimate import output_limit, prompt_tokens
+from ._streams import GeneratorMeter, count, field
 
 __all__ = ["COSTLY_PATHS", "INSTRUMENTOR", "GoogleGenAIInstrumentor"]
 
@@ -117,6 +126,37 @@ def describe_method(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     return Call(GOOGLE, model if isinstance(model, str) else None)
 
 
+def usage_of(response: Any) -> Optional[Usage]:
+    """A response's (or chunk's) ``usage_metadata``; None when it has none."""
+    usage = field(response, "usage_metadata")
+    if usage is None:
+        return None
+    model = field(response, "model_version")
+    return Usage(
+        count(field(usage, "prompt_token_count"))
+        + count(field(usage, "tool_use_prompt_token_count")),
+        count(field(usage, "candidates_token_count")) + count(field(usage, "thoughts_token_count")),
+        cache_read_tokens=count(field(usage, "cached_content_token_count")),
+        model=model if isinstance(model, str) else None,
+    )
+
+
+class GenAIMeter(GeneratorMeter):
+    """Reads a public ``Models`` call's arguments, and the response or chunks it returns."""
+
+    def estimate(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Estimate:
+        config = kwargs.get("config")
+        contents = kwargs.get("contents", args[1] if len(args) > 1 else None)
+        system, tools = field(config, "system_instruction"), field(config, "tools")
+        limit = output_limit(field(config, "max_output_tokens"))
+        return Estimate(prompt_tokens(contents, system, tools), limit)
+
+    read = staticmethod(usage_of)
+
+
+_METER = GenAIMeter()
+
+
 class GoogleGenAIInstrumentor(Instrumentor):
     """Checks the ``google-genai`` SDK's costly requests, in its funnel and its public methods."""
 
@@ -136,9 +176,9 @@ class GoogleGenAIInstrumentor(Instrumentor):
         for owner in (models.Models, models.AsyncModels):
             for name in _METHODS:
                 if name in owner.__dict__:
-                    self.hook(owner, name, describe_method)
+                    self.hook(owner, name, describe_method, meter=_METER)
             for name in _STREAMING:
-                self.hook(owner, name, describe_method, required=True, deferred=True)
+                self.hook(owner, name, describe_method, required=True, deferred=True, meter=_METER)
 
 
 INSTRUMENTOR = GoogleGenAIInstrumentor()

@@ -24,6 +24,10 @@ token reset, because LangChain reports a run's end from copies of the context
 completion LLMs announce their start in tasks of their own, so
 ``instrument()`` also wraps ``BaseLLM._agenerate_helper`` to carry the guard
 into the model call.
+
+The instrumentor owns the bookkeeping: the guards of the runs in flight
+(bounded) and the handler classes, defined on first use and bound to its
+run table.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import Any, Callable, Optional, cast
 import wrapt
 
 from .._engine import Engine
-from .._fork import renew_after_fork, renew_module_state_after_fork
+from .._fork import renew_after_fork
 from .._metadata import current_metadata, merge_metadata
 from .._providers import (
     ANTHROPIC,
@@ -54,8 +58,11 @@ from .._providers import (
     PERPLEXITY,
     XAI,
 )
+from .._usage import Estimate, Usage
 from . import _base
-from ._base import Instrumentor
+from ._base import Instrumentor, already_checked, hooked_engine
+from ._estimate import output_limit, prompt_tokens
+from ._streams import count, field
 from .openai import url_label
 
 __all__ = [
@@ -64,6 +71,8 @@ __all__ = [
     "AsyncEnforcementCallbackHandler",  # noqa: F822 -- built on first use, see __getattr__
     "EnforcementCallbackHandler",  # noqa: F822
     "LangChainInstrumentor",
+    "estimate",
+    "usage_of",
 ]
 
 logger = logging.getLogger("enforcement.hooks")
@@ -99,6 +108,8 @@ _PROVIDER_MARKERS = ("azure", "anthropic", "ollama", "openai")
 _BASE_URL_KEYS = ("openai_api_base", "base_url", "xai_api_base")
 _MODEL_KEYS = ("model", "model_name")
 _HANDLER_NAMES = ("EnforcementCallbackHandler", "AsyncEnforcementCallbackHandler")
+# Where a run's ``invocation_params`` say the most it may write, by integration.
+_LIMIT_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "num_predict")
 
 
 class _RunGuard:
@@ -115,6 +126,33 @@ class _RunGuard:
 
     def __bool__(self) -> bool:
         return self.active
+
+
+# The kit's guard is scoped (``unchecked`` sets and resets it around a call); a
+# run's outlives the callback that checked it, so these three set it in place.
+# They are the only readers and writers of the kit's private guard here.
+def _held_guard() -> Optional[_RunGuard]:
+    """The active guard of a checked run this context is in, if any."""
+    current = _base._inside.get()
+    return current if isinstance(current, _RunGuard) and current.active else None
+
+
+def _hold_guard() -> _RunGuard:
+    """The guard of this context's run (a batch's prompts share one), set if none is."""
+    guard = _held_guard()
+    if guard is None:
+        guard = _RunGuard()
+        _base._inside.set(cast(bool, guard))
+    return guard
+
+
+async def _aunder(guard: _RunGuard, call: Callable[[], Any]) -> Any:
+    """Await ``call()`` inside ``guard``, which another task's callback set and may switch off."""
+    token = _base._inside.set(cast(bool, guard))
+    try:
+        return await call()
+    finally:
+        _base._inside.reset(token)
 
 
 class _Runs:
@@ -150,9 +188,6 @@ class _Runs:
                 if guard is not None and guard.active:
                     return guard
         return None
-
-
-_runs = _Runs()
 
 
 def _text(mapping: Mapping[str, Any], keys: Iterable[str]) -> Optional[str]:
@@ -240,6 +275,75 @@ def _facts(
         return None, None, own
 
 
+def _message_usage(generation: Any) -> Optional[Usage]:
+    """A chat generation's ``AIMessage.usage_metadata``, LangChain's own usage record."""
+    usage = field(generation, "message", "usage_metadata")
+    if not isinstance(usage, Mapping):
+        return None
+    details = usage.get("input_token_details")
+    details = details if isinstance(details, Mapping) else {}
+    model = field(generation, "message", "response_metadata", "model_name")
+    return Usage(
+        count(usage.get("input_tokens")),
+        count(usage.get("output_tokens")),
+        cache_read_tokens=count(details.get("cache_read")),
+        cache_write_tokens=count(details.get("cache_creation")),
+        model=model if isinstance(model, str) and model else None,
+    )
+
+
+def _output_usage(llm_output: Any) -> Optional[Usage]:
+    """``LLMResult.llm_output["token_usage"]``, the OpenAI-shaped record older integrations keep."""
+    usage = field(llm_output, "token_usage")
+    if not isinstance(usage, Mapping):
+        return None
+    model = field(llm_output, "model_name")
+    return Usage(
+        count(usage.get("prompt_tokens")),
+        count(usage.get("completion_tokens")),
+        cache_read_tokens=count(field(usage, "prompt_tokens_details", "cached_tokens")),
+        model=model if isinstance(model, str) and model else None,
+    )
+
+
+def usage_of(response: Any) -> Optional[Usage]:
+    """What a finished run (``on_llm_end``'s ``LLMResult``) used; None when it does not say.
+
+    Each prompt's first generation that carries ``usage_metadata`` counts (its
+    other candidates repeat the same total); ``llm_output["token_usage"]`` is
+    read when no message carries any.
+    """
+    found = [
+        usage
+        for candidates in field(response, "generations") or ()
+        for usage in [next(filter(None, map(_message_usage, candidates)), None)]
+        if usage is not None
+    ]
+    if not found:
+        return _output_usage(field(response, "llm_output"))
+    return Usage(
+        sum(usage.input_tokens for usage in found),
+        sum(usage.output_tokens for usage in found),
+        sum(usage.cache_read_tokens for usage in found),
+        sum(usage.cache_write_tokens for usage in found),
+        found[0].model,
+    )
+
+
+def estimate(prompt: Any, invocation_params: Any) -> Estimate:
+    """A run's worst case, from its start event: the messages (or prompts) and output limit."""
+    params = invocation_params if isinstance(invocation_params, Mapping) else {}
+    texts = [getattr(item, "content", item) for item in _flat(prompt)]
+    return Estimate(prompt_tokens(texts), output_limit(*(params.get(k) for k in _LIMIT_KEYS)))
+
+
+def _flat(prompt: Any) -> list[Any]:
+    """``on_chat_model_start``'s ``list[list[BaseMessage]]`` or ``on_llm_start``'s prompts."""
+    if not isinstance(prompt, (list, tuple)):
+        return [prompt]
+    return [item for part in prompt for item in _flat(part)] if prompt else []
+
+
 class _Checks:
     """What both handler flavours share; they differ in how the check is awaited."""
 
@@ -248,6 +352,8 @@ class _Checks:
     #: Called in the caller's own context (an async run: its task), so the
     #: guard set here reaches the model call.
     run_inline: bool = True
+    #: The guards of runs in flight: its instrumentor's, set when the classes are defined.
+    _runs: _Runs
 
     def __init__(
         self, usage_metadata: Optional[Mapping[str, Any]] = None, *, engine: Optional[Engine] = None
@@ -280,50 +386,24 @@ class _Checks:
         self, serialized: Any, metadata: Any, kwargs: Mapping[str, Any], chat: bool
     ) -> Optional[tuple[Engine, Optional[Mapping[str, Any]], Optional[str], Optional[str]]]:
         """The engine and the call's facts; None inside a call an outer hook checked."""
-        current = _base._inside.get()
-        if current and not isinstance(current, _RunGuard):
+        if already_checked() and _held_guard() is None:
             return None
         provider, model, call = _facts(
             serialized, metadata, kwargs.get("invocation_params"), self.usage_metadata, chat
         )
-        engine = self.engine or _base.hooked_engine()
+        engine = self.engine or hooked_engine()
         return engine, current_metadata(call), model, provider
 
     def _hold(self, run_id: Any) -> None:
         """Let the vendor SDK hooks under this run pass its request straight through."""
-        current = _base._inside.get()
-        if isinstance(current, _RunGuard) and current.active:
-            guard = current  # another prompt of the same batch
-        else:
-            guard = _RunGuard()
-            _base._inside.set(cast(bool, guard))
-        _runs.hold(run_id, guard)
+        self._runs.hold(run_id, _hold_guard())
 
     def _release(self, run_id: Any) -> None:
-        _runs.release(run_id)
+        self._runs.release(run_id)
 
 
-_classes: dict[str, type[Any]] = {}
-_classes_lock = threading.Lock()
-
-
-def _renew_classes_lock() -> None:
-    global _classes_lock
-    _classes_lock = threading.Lock()  # a child forked while another thread defined them
-
-
-renew_module_state_after_fork(_renew_classes_lock)
-
-
-def _handler_classes() -> tuple[type[Any], type[Any]]:
-    """Define the handlers on first use, so importing this module never imports LangChain."""
-    with _classes_lock:
-        if not _classes:
-            _classes.update(_define_handlers())
-    return _classes["EnforcementCallbackHandler"], _classes["AsyncEnforcementCallbackHandler"]
-
-
-def _define_handlers() -> dict[str, type[Any]]:
+def _define_handlers(runs: _Runs) -> tuple[type[Any], type[Any]]:
+    """The sync and async handler classes, keeping their runs' guards in ``runs``."""
     from langchain_core.callbacks.base import AsyncCallbackHandler, BaseCallbackHandler
 
     class EnforcementCallbackHandler(_Checks, BaseCallbackHandler):
@@ -350,6 +430,7 @@ def _define_handlers() -> dict[str, type[Any]]:
         """
 
         __qualname__ = "EnforcementCallbackHandler"
+        _runs = runs
 
         def on_chat_model_start(
             self,
@@ -409,6 +490,7 @@ def _define_handlers() -> dict[str, type[Any]]:
         """
 
         __qualname__ = "AsyncEnforcementCallbackHandler"
+        _runs = runs
 
         async def on_chat_model_start(
             self,
@@ -467,15 +549,12 @@ def _define_handlers() -> dict[str, type[Any]]:
         ) -> None:
             self._release(run_id)
 
-    return {
-        "EnforcementCallbackHandler": EnforcementCallbackHandler,
-        "AsyncEnforcementCallbackHandler": AsyncEnforcementCallbackHandler,
-    }
+    return EnforcementCallbackHandler, AsyncEnforcementCallbackHandler
 
 
 def __getattr__(name: str) -> Any:
     if name in _HANDLER_NAMES:
-        sync_class, async_class = _handler_classes()
+        sync_class, async_class = INSTRUMENTOR.handler_classes()
         globals().update(
             EnforcementCallbackHandler=sync_class, AsyncEnforcementCallbackHandler=async_class
         )
@@ -505,6 +584,20 @@ class LangChainInstrumentor(Instrumentor):
         super().__init__()
         self._awaited: set[str] = set()
         self._handlers: Optional[tuple[Any, Any]] = None
+        self._runs = _Runs()
+        self._classes: Optional[tuple[type[Any], type[Any]]] = None
+        self._classes_lock = threading.Lock()
+
+    def _after_fork_in_child(self) -> None:
+        super()._after_fork_in_child()
+        self._classes_lock = threading.Lock()  # a child forked while another thread defined them
+
+    def handler_classes(self) -> tuple[type[Any], type[Any]]:
+        """Define the handlers on first use, so importing this module never imports LangChain."""
+        with self._classes_lock:
+            if self._classes is None:
+                self._classes = _define_handlers(self._runs)
+            return self._classes
 
     def patch(self, module: ModuleType) -> None:
         self._when_imported("langchain_core.callbacks.manager", self._patch_managers)
@@ -535,7 +628,7 @@ class LangChainInstrumentor(Instrumentor):
         wrapt.register_post_import_hook(on_import, name)
 
     def _patch_managers(self, manager_module: ModuleType) -> None:
-        sync_class, async_class = _handler_classes()
+        sync_class, async_class = self.handler_classes()
         if self._handlers is None:
             self._handlers = (sync_class(), async_class())
         sync_handler, async_handler = self._handlers
@@ -592,15 +685,11 @@ class LangChainInstrumentor(Instrumentor):
             # whose guard never reached this one: adopt it for the model call.
             managers = args[2] if len(args) > 2 else kwargs.get("run_managers")
             guard = None
-            if isinstance(managers, list) and not _base._inside.get():
-                guard = _runs.active_guard(getattr(m, "run_id", None) for m in managers)
+            if isinstance(managers, list) and not already_checked():
+                guard = self._runs.active_guard(getattr(m, "run_id", None) for m in managers)
             if guard is None:
                 return await wrapped(*args, **kwargs)
-            token = _base._inside.set(cast(bool, guard))
-            try:
-                return await wrapped(*args, **kwargs)
-            finally:
-                _base._inside.reset(token)
+            return await _aunder(guard, lambda: wrapped(*args, **kwargs))
 
         self.wrap(llms_module.BaseLLM, "_agenerate_helper", agenerate_helper)
 

@@ -29,6 +29,11 @@ call is checked under the provider label ``LITELLM`` and the model as LiteLLM
 routes it (``openai/gpt-4o``); a Router call's model group is resolved to its
 deployment's model when the group has exactly one.
 
+What a call used is read from LiteLLM's response (``ModelResponse.usage``,
+OpenAI-shaped, for every provider it routes to), and from a stream's chunks:
+the usage a final chunk carries, else an estimate from the streamed text. The
+hook that began a call settles it; the openai SDK hook below passes through.
+
 On the LiteLLM proxy the check belongs to :class:`EnforcementGuardrail`, which
 answers a refused request with HTTP 429. Once a guardrail exists in the
 process, the hooks leave the proxy's own calls to it, so a proxy that also
@@ -43,12 +48,13 @@ import logging
 import sys
 from collections.abc import Mapping
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .._engine import Engine
 from .._errors import BudgetExceededError
 from .._metadata import current_metadata, merge_metadata
 from .._providers import LITELLM
+from .._usage import Estimate, Usage
 from ._base import (
     CHECKED_ELSEWHERE,
     Call,
@@ -57,6 +63,9 @@ from ._base import (
     hooked_engine,
     pop_usage_metadata,
 )
+from ._estimate import estimate_from, prompt_tokens
+from ._stainless import EventTally, usage_of
+from ._streams import Meter, Tally
 
 __all__ = [
     "ENTRY_POINTS",
@@ -248,6 +257,32 @@ def _defining_class(router: type, name: str) -> Optional[type]:
     return owner if vars(owner).get(name) is function else None
 
 
+# -- what a call uses -------------------------------------------------------------
+
+_PROMPT_KEYS = ("system", "messages", "input", "prompt", "tools", "instructions")
+_LIMIT_KEYS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
+class LiteLLMMeter(Meter):
+    """Reads an entry point's arguments, and the OpenAI-shaped response or stream it returns."""
+
+    def estimate(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Estimate:
+        named = estimate_from(kwargs, _PROMPT_KEYS, _LIMIT_KEYS)
+        positional = prompt_tokens(args[1:])  # ``completion(model, messages)``: after the model
+        return named._replace(input_tokens=named.input_tokens + positional)
+
+    def usage(self, result: Any) -> Optional[Usage]:
+        return usage_of(getattr(result, "usage", None), getattr(result, "model", None))
+
+    def tally(self, result: Any, estimate: Callable[[], Estimate]) -> Optional[Tally]:
+        if type(result).__name__ != "CustomStreamWrapper":
+            return None
+        return EventTally(estimate)
+
+
+_METER = LiteLLMMeter()
+
+
 # -- the hooks ------------------------------------------------------------------
 
 
@@ -266,6 +301,8 @@ class LiteLLMInstrumentor(Instrumentor):
         super().__init__()
         # Set once an EnforcementGuardrail exists: the proxy's calls are then its to check.
         self.proxy_guardrail_built = False
+        # ``EnforcementGuardrail`` and ``proxy_guardrail``, built on first use (two names).
+        self.lazy: dict[str, Any] = {}
 
     def _proxy_owns(self, kwargs: Mapping[str, Any]) -> bool:
         return self.proxy_guardrail_built and isinstance(
@@ -289,7 +326,7 @@ class LiteLLMInstrumentor(Instrumentor):
             if function is None:
                 continue
             position = _model_position(getattr(module, placed_like, function), skip_self=False)
-            self.hook(module, name, self._describer(position, router=False))
+            self.hook(module, name, self._describer(position, router=False), meter=_METER)
         router = _router_class(module)
         if router is None:
             self._missing.append("litellm.Router")
@@ -302,7 +339,8 @@ class LiteLLMInstrumentor(Instrumentor):
                 continue
             method = vars(owner)[name]
             position = _model_position(method, skip_self=True, opaque=_ROUTER_MODEL_AT.get(name, 0))
-            self.hook(owner, name, self._describer(position, router=True), required=True)
+            describe = self._describer(position, router=True)
+            self.hook(owner, name, describe, required=True, meter=_METER)
 
 
 INSTRUMENTOR = LiteLLMInstrumentor()
@@ -537,9 +575,6 @@ def _guardrail_class() -> type:
     return EnforcementGuardrail
 
 
-_lazy: dict[str, Any] = {}
-
-
 def __getattr__(name: str) -> Any:
     """``EnforcementGuardrail`` and ``proxy_guardrail``, built on first use.
 
@@ -548,8 +583,9 @@ def __getattr__(name: str) -> Any:
     """
     if name not in ("EnforcementGuardrail", "proxy_guardrail"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    if "EnforcementGuardrail" not in _lazy:
-        _lazy["EnforcementGuardrail"] = _guardrail_class()
-    if name == "proxy_guardrail" and name not in _lazy:
-        _lazy[name] = _lazy["EnforcementGuardrail"]()
-    return _lazy[name]
+    lazy = INSTRUMENTOR.lazy
+    if "EnforcementGuardrail" not in lazy:
+        lazy["EnforcementGuardrail"] = _guardrail_class()
+    if name == "proxy_guardrail" and name not in lazy:
+        lazy[name] = lazy["EnforcementGuardrail"]()
+    return lazy[name]

@@ -26,6 +26,10 @@ which they hand to the funnel for the duration of the call. A module function
 bound with ``from ollama import chat`` before instrumenting is still checked,
 but does not accept the keyword.
 
+What a call used is read from the response's ``prompt_eval_count`` and
+``eval_count`` (a stream's last chunk carries them); the estimate from the
+body's messages, prompt, system, tools and images, and ``options.num_predict``.
+
 The provider is ``OLLAMA``, as the reference labels it; the model is the
 request body's ``model``, as the caller spelled it (``llama3.2`` and
 ``llama3.2:latest`` are different names to a rule).
@@ -38,7 +42,10 @@ from types import ModuleType
 from typing import Any, Optional
 
 from .._providers import OLLAMA
+from .._usage import Estimate, Usage
 from ._base import Call, Instrumentor
+from ._estimate import output_limit, prompt_tokens
+from ._streams import GeneratorMeter, count, field
 
 __all__ = ["COSTLY_PATHS", "INSTRUMENTOR", "OllamaInstrumentor", "describe"]
 
@@ -66,6 +73,33 @@ def describe(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Op
     return Call(OLLAMA, model if isinstance(model, str) and model else None)
 
 
+def usage_of(response: Any) -> Optional[Usage]:
+    """A response's (or final chunk's) token counts; None when it reports none."""
+    prompt, output = field(response, "prompt_eval_count"), field(response, "eval_count")
+    if prompt is None and output is None:
+        return None
+    model = field(response, "model")
+    return Usage(count(prompt), count(output), model=model if isinstance(model, str) else None)
+
+
+class OllamaMeter(GeneratorMeter):
+    """Reads ``_request``'s JSON body, and the response or the chunks it streams."""
+
+    def estimate(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Estimate:
+        body = kwargs.get("json")
+        if not isinstance(body, Mapping):
+            return Estimate(0)
+        parts = (body.get(key) for key in ("system", "messages", "prompt", "input", "tools"))
+        media = body.get("images")  # base64 pictures: one piece of media each, not text
+        prompt = prompt_tokens(*parts, {"images": media} if media else None)
+        return Estimate(prompt, output_limit(field(body, "options", "num_predict")))
+
+    read = staticmethod(usage_of)
+
+
+_METER = OllamaMeter()
+
+
 class OllamaInstrumentor(Instrumentor):
     """Checks the ``ollama`` SDK's model runs in ``Client._request`` / ``AsyncClient._request``."""
 
@@ -78,8 +112,8 @@ class OllamaInstrumentor(Instrumentor):
 
     def patch(self, module: ModuleType) -> None:
         client, async_client = module.Client, module.AsyncClient
-        self.hook(client, "_request", describe, required=True)
-        self.hook(async_client, "_request", describe, required=True)
+        self.hook(client, "_request", describe, required=True, meter=_METER)
+        self.hook(async_client, "_request", describe, required=True, meter=_METER)
         for owner in (client, async_client):
             for name in _PUBLIC_METHODS:
                 if name in owner.__dict__:

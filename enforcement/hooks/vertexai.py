@@ -35,19 +35,28 @@ The model is the model object's ``_model_name`` with Google's resource-path
 prefix taken off as the reference takes it (see :func:`model_name`): the SDK
 stores ``gemini-1.5-pro`` as ``publishers/google/models/gemini-1.5-pro``,
 which is checked as ``gemini-1.5-pro``.
+
+What a call costs is read by :class:`VertexMeter`: the estimate from the
+contents, the system instruction and ``max_output_tokens`` (the call's
+``generation_config``, else the model's), the usage from the response's
+``usage_metadata`` (for a stream, the last chunk that carries one: Gemini
+reports running totals).
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any, Callable, Optional
 
 from .._providers import GOOGLE
+from .._usage import Estimate, Usage
 from ._base import (
     Call,
     Describe,
     Instrumentor,
+    Meter,
     Wrapper,
     already_checked,
     carry,
@@ -55,8 +64,19 @@ from ._base import (
     pop_usage_metadata,
     read_call,
 )
+from ._estimate import output_limit, prompt_tokens
+from ._streams import count, field
 
-__all__ = ["INSTRUMENTOR", "VertexAIInstrumentor", "describe", "describe_chat", "model_name"]
+__all__ = [
+    "INSTRUMENTOR",
+    "VertexAIInstrumentor",
+    "VertexMeter",
+    "describe",
+    "describe_chat",
+    "estimate",
+    "model_name",
+    "usage_of",
+]
 
 #: the module that defines the classes every public name derives from.
 _IMPLEMENTATION = "vertexai.generative_models._generative_models"
@@ -105,6 +125,96 @@ def describe_chat(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) 
     return Call(GOOGLE, model_name(getattr(instance, "_model", None)))
 
 
+def usage_of(response: Any) -> Optional[Usage]:
+    """The tokens a ``GenerationResponse`` says its call used; None when it says nothing.
+
+    Thinking tokens are billed as output, so they count as output here.
+    """
+    usage = field(response, "usage_metadata")
+    if usage is None:
+        return None
+    prompt = count(field(usage, "prompt_token_count"))
+    output = count(field(usage, "candidates_token_count")) + count(
+        field(usage, "thoughts_token_count")
+    )
+    if not prompt and not output:
+        return None
+    version = field(getattr(response, "_raw_response", None), "model_version")
+    return Usage(
+        prompt,
+        output,
+        cache_read_tokens=count(field(usage, "cached_content_token_count")),
+        model=version if isinstance(version, str) and version else None,
+    )
+
+
+def _prompt(value: Any) -> Any:
+    """Contents as plain text and media markers, for :func:`prompt_tokens` to count.
+
+    Read from the SDK objects' fields (``Content.parts``, a part's proto), not
+    their ``to_dict()``, which warns under protobuf 5.
+    """
+    if isinstance(value, (list, tuple)):
+        return [_prompt(item) for item in value]
+    parts = getattr(value, "parts", None)  # a Content
+    if isinstance(parts, (list, tuple)):
+        return _prompt(parts)
+    raw = getattr(value, "_raw_part", None)  # a Part
+    if raw is not None:
+        text = getattr(raw, "text", "")
+        return text if isinstance(text, str) and text else {"image": 1}
+    return value if isinstance(value, (str, Mapping)) else None
+
+
+def _output_limit(config: Any) -> Any:
+    """``max_output_tokens`` of a ``GenerationConfig`` or a dict."""
+    if isinstance(config, Mapping):
+        return config.get("max_output_tokens")
+    return field(config, "_raw_generation_config", "max_output_tokens")
+
+
+def estimate(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Estimate:
+    """A ``_GenerativeModel`` sender's worst case: its prompt and ``max_output_tokens``."""
+    contents = args[0] if args else kwargs.get("contents")
+    system = getattr(model, "_system_instruction", None)
+    prompt = prompt_tokens(_prompt(contents), _prompt(system))
+    limits = (kwargs.get("generation_config"), getattr(model, "_generation_config", None))
+    return Estimate(prompt, output_limit(*(_output_limit(config) for config in limits)))
+
+
+class _LastUsage:
+    """A stream's tally: the last chunk's usage, Gemini's running total."""
+
+    def __init__(self) -> None:
+        self._usage: Optional[Usage] = None
+
+    def add(self, item: Any) -> None:
+        self._usage = usage_of(item) or self._usage
+
+    def usage(self) -> Optional[Usage]:
+        return self._usage
+
+
+class VertexMeter(Meter):
+    """Reads a Vertex Gemini call's estimate and usage for the post-call path."""
+
+    def estimate(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Estimate:
+        # A chat's sender runs its model's: the chat object holds it as ``_model``.
+        model = getattr(instance, "_model", instance)
+        return estimate(model, args, kwargs)
+
+    def usage(self, result: Any) -> Optional[Usage]:
+        return usage_of(result)
+
+    def tally(self, result: Any, estimate: Callable[[], Estimate]) -> Optional[_LastUsage]:
+        kind = type(result)
+        streams = hasattr(kind, "__next__") or hasattr(kind, "__anext__")
+        return _LastUsage() if streams else None
+
+
+_METER = VertexMeter()
+
+
 def _stream_guard(describer: Describe) -> Wrapper:
     """A generator function's wrapper: the check at the call, the stream read as checked.
 
@@ -120,12 +230,15 @@ def _stream_guard(describer: Describe) -> Wrapper:
         if already_checked():
             return carry(wrapped(*args, **kwargs), guarded=True)
         call = read_call(describer, GOOGLE, instance, args, kwargs) or Call(GOOGLE)
-        return checked(
+        stream = checked(
             call.provider,
             call.model,
             metadata,
-            lambda: carry(wrapped(*args, **kwargs), guarded=True),
+            lambda: wrapped(*args, **kwargs),
+            _METER,
+            (instance, args, kwargs),
         )
+        return carry(stream, guarded=True)
 
     return wrapper
 
@@ -144,7 +257,7 @@ class VertexAIInstrumentor(Instrumentor):
         implementation = importlib.import_module(_IMPLEMENTATION)
         base_model, base_chat = implementation._GenerativeModel, implementation.ChatSession
         for name in _FUNNELS:
-            self.hook(base_model, name, describe, required=True)
+            self.hook(base_model, name, describe, required=True, meter=_METER)
         self.wrap(base_model, _STREAM_FUNNEL, _stream_guard(describe), required=True)
         self.wrap(base_chat, _CHAT_STREAM, _stream_guard(describe_chat))
         for owner in vars(implementation).values():
@@ -164,7 +277,7 @@ class VertexAIInstrumentor(Instrumentor):
         self._relay_own(owner, _MODEL_METHODS)
         for name in _FUNNELS:
             if name in vars(owner):
-                self.hook(owner, name, describe)
+                self.hook(owner, name, describe, meter=_METER)
         if _STREAM_FUNNEL in vars(owner):
             self.wrap(owner, _STREAM_FUNNEL, _stream_guard(describe))
 

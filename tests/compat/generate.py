@@ -18,6 +18,7 @@ import json
 import os
 import random
 import types
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -365,7 +366,7 @@ DENY_MESSAGES = [
 ]
 
 
-def _pick(rng: random.Random, options: list[Any], weights: list[float]) -> Any:
+def _pick(rng: random.Random, options: Sequence[Any], weights: Sequence[float]) -> Any:
     return rng.choices(options, weights=weights)[0]
 
 
@@ -438,7 +439,7 @@ class Context:
 
 
 def email_variant(rng: random.Random, email: str) -> str:
-    return _pick(
+    variant: str = _pick(
         rng,
         [
             email,
@@ -450,6 +451,7 @@ def email_variant(rng: random.Random, email: str) -> str:
         ],
         [55, 10, 10, 10, 5, 10],
     )
+    return variant
 
 
 def _call_email(rng: random.Random, ctx: Context) -> Any:
@@ -526,7 +528,7 @@ def _filter_value(rng: random.Random, dimension: Any, ctx: Context) -> Any:
 DIMENSION_WEIGHTS = [25, 20, 8, 8, 12, 10, 9, 8]
 
 
-def _filter_row(rng: random.Random, ctx: Context, weights: Optional[list[float]] = None) -> Any:
+def _filter_row(rng: random.Random, ctx: Context, weights: Optional[Sequence[float]] = None) -> Any:
     if rng.random() < 0.05:
         return rng.choice(["MODEL IS gpt-4o", None, 3, ["MODEL", "IS", "gpt-4o"]])
     if rng.random() < 0.9:

@@ -124,7 +124,8 @@ def run_pair(
 def _loaded_rules(payload: Payload) -> list[Any]:
     if payload.rules_file in ("garbage", "wrong-shape"):
         return []
-    return json.loads(json.dumps(payload.rules))
+    loaded: list[Any] = json.loads(json.dumps(payload.rules))
+    return loaded
 
 
 def _rules_named_by(rules: list[Any], rule_id: Any) -> list[dict[str, Any]]:

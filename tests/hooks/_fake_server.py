@@ -33,6 +33,7 @@ class Reply:
     content_type: str
     body: bytes = b""
     chunks: Optional[tuple[bytes, ...]] = None
+    headers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def json(cls, data: Any, status: int = 200, content_type: str = "application/json") -> Reply:
@@ -178,6 +179,8 @@ class _Handler(BaseHTTPRequestHandler):
         reply = server.fake.answer(self.command, self.path.split("?", 1)[0], body)
         self.send_response(reply.status)
         self.send_header("content-type", reply.content_type)
+        for name, value in reply.headers:
+            self.send_header(name, value)
         if reply.chunks is None:
             self._send_whole(reply.body)
         else:

@@ -7,12 +7,13 @@ Patching an SDK is process-wide, so every test that instruments gets
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pytest
 
 import enforcement
 from enforcement import Engine
+from enforcement._usage import Estimate, Spend, Usage
 
 FUTURE = "2099-01-01T00:00:00Z"
 
@@ -78,16 +79,52 @@ def checks(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, A
 class RecordingEngine(Engine):
     """An engine that remembers the (model, provider) of every check the hooks ask for.
 
-    ``acheck`` ends in ``check``, so async calls are recorded too, once.
+    ``acheck`` ends in ``check``, so async calls are recorded too, once. It
+    also records every ``begin`` (``begun``), and, once ``holding`` is set,
+    answers it with a :class:`RecordedSpend` whose estimate and settlements
+    land in ``estimates`` and ``settled``.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.seen: list[tuple[Optional[str], Optional[str]]] = []
+        self.begun: list[tuple[Optional[str], Optional[str]]] = []
+        self.estimates: list[Estimate] = []
+        self.settled: list[Optional[Usage]] = []
+        self.holding = False
 
     def check(self, *args: Any, **kwargs: Any) -> None:
         self.seen.append((kwargs.get("model"), kwargs.get("provider")))
         super().check(*args, **kwargs)
+
+    def begin(
+        self,
+        usage_metadata: Any = None,
+        *,
+        model: Optional[str] = None,
+        provider: Optional[str] = None,
+        estimate: Optional[Callable[[], Estimate]] = None,
+    ) -> Optional[Spend]:
+        spend = super().begin(usage_metadata, model=model, provider=provider, estimate=estimate)
+        self.begun.append((model, provider))
+        if not self.holding:
+            return spend
+        if estimate is not None:
+            self.estimates.append(estimate())
+        return RecordedSpend(self.settled)
+
+    async def abegin(self, *args: Any, **kwargs: Any) -> Optional[Spend]:
+        return self.begin(*args, **kwargs)
+
+
+class RecordedSpend:
+    """A hold that appends each settlement to a list, so a test can count them."""
+
+    def __init__(self, settled: list[Optional[Usage]]) -> None:
+        self._settled = settled
+
+    def settle(self, usage: Optional[Usage]) -> None:
+        self._settled.append(usage)
 
 
 @pytest.fixture

@@ -31,12 +31,24 @@ def message(model: str) -> dict[str, Any]:
         "content": [{"type": "text", "text": "hi"}],
         "stop_reason": "end_turn",
         "stop_sequence": None,
-        "usage": {"input_tokens": 3, "output_tokens": 1},
+        "usage": dict(USAGE),
     }
+
+
+#: what every message reports it used: input without the cached tokens, as Anthropic counts.
+USAGE = {
+    "input_tokens": 3,
+    "output_tokens": 9,
+    "cache_read_input_tokens": 20,
+    "cache_creation_input_tokens": 5,
+}
+#: a request for this model is refused with HTTP 400.
+FAILING_MODEL = "fail"
 
 
 def message_events(model: str) -> list[dict[str, Any]]:
     start = {**message(model), "content": [], "stop_reason": None}
+    start["usage"] = {**USAGE, "output_tokens": 1}
     return [
         {"type": "message_start", "message": start},
         {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
@@ -46,7 +58,7 @@ def message_events(model: str) -> list[dict[str, Any]]:
         {
             "type": "message_delta",
             "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-            "usage": {"output_tokens": 1},
+            "usage": {"output_tokens": USAGE["output_tokens"]},
         },
         {"type": "message_stop"},
     ]
@@ -121,6 +133,8 @@ def _post(path: str, body: dict[str, Any]) -> Reply:
         return _bedrock(bedrock["model"], bedrock["action"])
     if vertex and vertex["action"] in ("rawPredict", "streamRawPredict"):
         return _messages(vertex["model"], bool(body.get("stream")))
+    if path == "/v1/messages" and body.get("model") == FAILING_MODEL:
+        return Reply.json({"type": "error", "error": {"type": "invalid_request_error"}}, 400)
     if path == "/v1/messages":
         named = body.get("model")
         return _messages(named if isinstance(named, str) else "claude", bool(body.get("stream")))

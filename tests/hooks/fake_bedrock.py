@@ -29,7 +29,28 @@ _MODEL_PATH = re.compile(r"/model/(?P<model>[^/]+)/(?P<action>[a-z-]+)")
 _GUARDRAIL_PATH = re.compile(r"/guardrail/[^/]+/version/[^/]+/apply")
 _EVENT_STREAM = "application/vnd.amazon.eventstream"
 _INVOCATION_ARN = "arn:aws:bedrock:us-east-1:123456789012:async-invoke/abc123"
-_USAGE = {"inputTokens": 3, "outputTokens": 1, "totalTokens": 4}
+#: what every Converse call reports it used (input without the cache, as Bedrock counts).
+USAGE = {
+    "inputTokens": 3,
+    "outputTokens": 9,
+    "totalTokens": 37,
+    "cacheReadInputTokens": 20,
+    "cacheWriteInputTokens": 5,
+}
+#: the token counts ``InvokeModel`` reports in its response headers.
+INVOKE_HEADERS = (
+    ("x-amzn-bedrock-input-token-count", "14"),
+    ("x-amzn-bedrock-output-token-count", "6"),
+)
+#: the invocation metrics the last chunk of ``InvokeModelWithResponseStream`` carries.
+INVOCATION_METRICS = {
+    "inputTokenCount": 14,
+    "outputTokenCount": 6,
+    "invocationLatency": 10,
+    "firstByteLatency": 5,
+}
+#: a request for this model is refused with HTTP 400, as a ValidationException.
+FAILING_MODEL = "fail"
 
 
 def event_frame(event_type: str, payload: dict[str, Any]) -> bytes:
@@ -54,10 +75,13 @@ def _event_stream(events: Iterable[tuple[str, dict[str, Any]]]) -> Reply:
 
 
 def _chunks(model: str) -> Reply:
-    """``InvokeModelWithResponseStream``: each Messages event base64-encoded in a ``chunk``."""
+    """``InvokeModelWithResponseStream``: each Messages event base64-encoded in a ``chunk``,
+    the last with Bedrock's invocation metrics."""
+    events = message_events(model)
+    events[-1] = {**events[-1], "amazon-bedrock-invocationMetrics": INVOCATION_METRICS}
     return _event_stream(
         ("chunk", {"bytes": base64.b64encode(json.dumps(event).encode()).decode()})
-        for event in message_events(model)
+        for event in events
     )
 
 
@@ -65,7 +89,7 @@ def converse_reply() -> dict[str, Any]:
     return {
         "output": {"message": {"role": "assistant", "content": [{"text": "hi"}]}},
         "stopReason": "end_turn",
-        "usage": _USAGE,
+        "usage": USAGE,
         "metrics": {"latencyMs": 10},
     }
 
@@ -78,9 +102,12 @@ def _converse_stream() -> Reply:
             ("contentBlockDelta", {"delta": {"text": "i"}, "contentBlockIndex": 0}),
             ("contentBlockStop", {"contentBlockIndex": 0}),
             ("messageStop", {"stopReason": "end_turn"}),
-            ("metadata", {"usage": _USAGE, "metrics": {"latencyMs": 10}}),
+            ("metadata", {"usage": USAGE, "metrics": {"latencyMs": 10}}),
         ]
     )
+
+
+_VALIDATION = (("x-amzn-errortype", "ValidationException:http://internal.amazon.com/"),)
 
 
 def _not_found(what: str) -> Reply:
@@ -88,8 +115,12 @@ def _not_found(what: str) -> Reply:
 
 
 def _model_action(model: str, action: str) -> Reply:
+    if model == FAILING_MODEL:
+        failure = Reply.json({"message": "The provided model identifier is invalid."}, 400)
+        return Reply(400, failure.content_type, failure.body, headers=_VALIDATION)
     if action == "invoke":
-        return Reply.json(message(model))
+        reply = Reply.json(message(model))
+        return Reply(200, reply.content_type, reply.body, headers=INVOKE_HEADERS)
     if action == "invoke-with-response-stream":
         return _chunks(model)
     if action == "converse":

@@ -21,10 +21,22 @@ def _candidate(text: str, finish: Optional[str]) -> dict[str, Any]:
     return candidate
 
 
+#: what every generation reports it used, as Gemini spells it (the prompt includes the cache).
+USAGE = {
+    "promptTokenCount": 30,
+    "candidatesTokenCount": 7,
+    "cachedContentTokenCount": 10,
+    "thoughtsTokenCount": 2,
+    "totalTokenCount": 39,
+}
+#: a request for this model is refused with HTTP 400.
+FAILING_MODEL = "fail"
+
+
 def _generated(model: str) -> dict[str, Any]:
     return {
         "candidates": [_candidate("hi", "STOP")],
-        "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1, "totalTokenCount": 4},
+        "usageMetadata": dict(USAGE),
         "modelVersion": model,
         "responseId": "resp-1",
     }
@@ -32,7 +44,11 @@ def _generated(model: str) -> dict[str, Any]:
 
 def _chunks(model: str) -> list[dict[str, Any]]:
     return [
-        {"candidates": [_candidate("h", None)], "modelVersion": model},
+        {
+            "candidates": [_candidate("h", None)],
+            "usageMetadata": {"promptTokenCount": 30, "totalTokenCount": 30},
+            "modelVersion": model,
+        },
         {
             **_generated(model),
             "candidates": [_candidate("i", "STOP")],
@@ -99,6 +115,8 @@ def _post(path: str, body: dict[str, Any]) -> Reply:
     if "/missing/" in path:
         return Reply.json(_NOT_FOUND, 404)
     model = _model_of(path)
+    if model == FAILING_MODEL:
+        return Reply.json({"error": {"code": 400, "message": "bad", "status": "INVALID"}}, 400)
     if path.endswith(":streamGenerateContent"):
         return Reply.sse(f"data: {json.dumps(c)}\r\n\r\n" for c in _chunks(model))
     return Reply.json(_body_for(path, model, body))

@@ -17,8 +17,8 @@ def _final(model: str) -> dict[str, Any]:
         "done": True,
         "done_reason": "stop",
         "total_duration": 1000,
-        "prompt_eval_count": 3,
-        "eval_count": 1,
+        "prompt_eval_count": 26,
+        "eval_count": 8,
     }
 
 
@@ -46,7 +46,7 @@ def _answer(path: str, model: str, body: dict[str, Any]) -> Optional[dict[str, A
     if path == "/api/generate":
         return _generate(model, "hi", True)
     if path == "/api/embed":
-        return {"model": model, "embeddings": [[0.1, 0.2]], "prompt_eval_count": 1}
+        return {"model": model, "embeddings": [[0.1, 0.2]], "prompt_eval_count": 4}
     if path == "/api/embeddings":
         return {"embedding": [0.1, 0.2]}
     if path == "/v1/systemone":

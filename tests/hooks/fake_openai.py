@@ -23,12 +23,26 @@ def _chat(model: str) -> dict[str, Any]:
                 "message": {"role": "assistant", "content": "hi", "refusal": None},
             }
         ],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+        "usage": CHAT_USAGE,
     }
 
 
-def _chat_chunks(model: str) -> list[dict[str, Any]]:
+#: what every chat completion reports it used, as OpenAI spells it.
+CHAT_USAGE = {
+    "prompt_tokens": 12,
+    "completion_tokens": 5,
+    "total_tokens": 17,
+    "prompt_tokens_details": {"cached_tokens": 4, "audio_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+}
+#: a request for this model is refused with HTTP 400, as a bad request is.
+FAILING_MODEL = "fail"
+
+
+def _chat_chunks(model: str, with_usage: bool = False) -> list[dict[str, Any]]:
+    """The chunks of a streamed "hi"; with a final usage-only chunk when the request asked."""
     base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model}
+    usage = [{**base, "choices": [], "usage": CHAT_USAGE}] if with_usage else []
     return [
         {
             **base,
@@ -37,6 +51,7 @@ def _chat_chunks(model: str) -> list[dict[str, Any]]:
             ],
         },
         {**base, "choices": [{"index": 0, "delta": {"content": "i"}, "finish_reason": "stop"}]},
+        *usage,
     ]
 
 
@@ -60,10 +75,10 @@ def _response(model: str) -> dict[str, Any]:
         "tool_choice": "auto",
         "tools": [],
         "usage": {
-            "input_tokens": 3,
-            "output_tokens": 1,
-            "total_tokens": 4,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens": 11,
+            "output_tokens": 6,
+            "total_tokens": 17,
+            "input_tokens_details": {"cached_tokens": 2},
             "output_tokens_details": {"reasoning_tokens": 0},
         },
     }
@@ -130,7 +145,7 @@ def _body_for(path: str, model: str) -> Any:
             "object": "list",
             "model": model,
             "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
-            "usage": {"prompt_tokens": 1, "total_tokens": 1},
+            "usage": {"prompt_tokens": 7, "total_tokens": 7},
         }
     if path.endswith("/responses"):
         return _response(model)
@@ -159,9 +174,10 @@ _MODELS = {
 }
 
 
-def _stream(path: str, model: str) -> Reply:
+def _stream(path: str, model: str, with_usage: bool) -> Reply:
     """Chat chunks or Responses events as SSE, closed by OpenAI's ``[DONE]`` sentinel."""
-    events = _chat_chunks(model) if path.endswith("/chat/completions") else _response_events(model)
+    chat = path.endswith("/chat/completions")
+    events = _chat_chunks(model, with_usage) if chat else _response_events(model)
     return Reply.sse([*(f"data: {json.dumps(e)}\n\n" for e in events), "data: [DONE]\n\n"])
 
 
@@ -181,6 +197,11 @@ class FakeOpenAI(FakeServer):
             return Reply.json(_MODELS) if path.endswith("/models") else Reply.json({}, 404)
         if path.endswith("/audio/speech"):
             return Reply(200, "audio/mpeg", b"ID3fake-mp3")
+        if body.get("model") == FAILING_MODEL:
+            error = {"message": "bad request", "type": "invalid_request_error", "code": None}
+            return Reply.json({"error": error}, 400)
         if body.get("stream"):
-            return _stream(path, _model(body))
+            options = body.get("stream_options")
+            with_usage = isinstance(options, dict) and options.get("include_usage") is True
+            return _stream(path, _model(body), with_usage)
         return Reply.json(_body_for(path, _model(body)))

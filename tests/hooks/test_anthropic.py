@@ -146,6 +146,7 @@ def test_a_batch_is_checked_for_every_model_in_it(
     with pytest.raises(BudgetExceededError):
         client.messages.batches.create(requests=batch(MODEL, "claude-haiku-5-5", "claude-opus-5"))
     assert api.count == 1
+    assert engine.flush_listeners()
     assert len(decisions) == 1
 
 

@@ -296,6 +296,7 @@ def test_a_router_call_through_every_layer_is_checked_once(
     consume(router.completion(model="chat", messages=MESSAGES, stream=True))
     router.embedding(model="embed", input="hi")
     assert api.count == 3
+    assert engine.flush_listeners()
     assert [d.kind for d in decisions] == ["shadow"] * 3
 
 
@@ -318,6 +319,7 @@ async def test_an_async_router_call_through_every_layer_is_checked_once(
     await litellm.acompletion(model="openai/gpt-4o", messages=MESSAGES, **routed)
     await litellm.aembedding(model="openai/text-embedding-3-small", input="hi", **routed)
     assert api.count == 5
+    assert engine.flush_listeners()
     assert [d.kind for d in decisions] == ["shadow"] * 5
 
 
@@ -333,6 +335,7 @@ def test_module_calls_through_the_openai_sdk_are_checked_once(
     litellm.text_completion(model="openai/gpt-3.5-turbo-instruct", prompt="hi", **routed)
     litellm.embedding(model="openai/text-embedding-3-small", input="hi", **routed)
     assert api.count == 4
+    assert engine.flush_listeners()
     assert [d.kind for d in decisions] == ["shadow"] * 4
 
 

@@ -1,0 +1,571 @@
+"""What a call costs in dollars: a maintained price table plus the user's own prices.
+
+Local spend (CONTRACT §9) is only as good as its prices, and prices move every
+month, so the table is not ours to keep: it is `genai-prices
+<https://github.com/pydantic/genai-prices>`_ (MIT, by the Pydantic team),
+whose releases track the providers' price pages. Its data ships inside the
+package and is read from disk; nothing here fetches prices over the network
+(genai-prices' ``UpdatePrices``, started by the user, is the only way to do
+that, and then its snapshot is used). Users add or correct prices with
+overrides in dollars per million tokens::
+
+    PriceTable(overrides={"gpt-4o": {"input": 2.50, "output": 10.00, "cache_read": 1.25}})
+
+A model neither knows is not priced: :meth:`PriceTable.cost` returns ``None``,
+never a guess, and the engine adds no cost for it.
+
+Pricing runs on the call's path after it completes, so every (model, provider)
+pair is resolved once into plain floats (:class:`Rates`) and kept in a bounded
+dict on the instance; a later call costs a dict hit and a few multiplications.
+The table itself (about 130 ms and 13 MiB to import) is loaded on the first
+miss, or earlier by :meth:`PriceTable.preload` from a background thread.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Optional
+
+from ._usage import Estimate, Usage
+
+__all__ = [
+    "DEFAULT_OUTPUT_LIMIT",
+    "InvalidPrices",
+    "PriceTable",
+    "PriceTableStatus",
+    "Rates",
+    "load_overrides",
+]
+
+logger = logging.getLogger("enforcement.prices")
+
+PER_MILLION = 1_000_000.0
+DEFAULT_CACHE_SIZE = 1024
+#: Output limit assumed for a model found in neither the overrides nor
+#: :data:`OUTPUT_LIMITS`: the common ceiling of the 2024 chat models. A larger
+#: figure would refuse calls up front near a cap that they would fit under.
+DEFAULT_OUTPUT_LIMIT = 8_192
+_UNPRICED_KEPT = 16
+
+#: The largest output a request may get when it sets no ``max_tokens``, per
+#: model family (the providers' documented limits; genai-prices has none).
+#: Matched by the longest prefix of the model name without its vendor,
+#: region and route prefixes.
+OUTPUT_LIMITS: Mapping[str, int] = {
+    "gpt-3.5-turbo": 4_096,
+    "gpt-4": 8_192,
+    "gpt-4-turbo": 4_096,
+    "gpt-4o": 16_384,
+    "gpt-4o-mini": 16_384,
+    "chatgpt-4o": 16_384,
+    "gpt-4.1": 32_768,
+    "gpt-5": 128_000,
+    "o1": 100_000,
+    "o1-mini": 65_536,
+    "o3": 100_000,
+    "o4-mini": 100_000,
+    "text-embedding": 0,
+    "claude-3-haiku": 4_096,
+    "claude-3-opus": 4_096,
+    "claude-3-sonnet": 4_096,
+    "claude-3-5-haiku": 8_192,
+    "claude-3-5-sonnet": 8_192,
+    "claude-3-7-sonnet": 64_000,
+    "claude-sonnet-4": 64_000,
+    "claude-haiku-4": 64_000,
+    "claude-opus-4": 32_000,
+    "claude-opus-4-5": 64_000,
+    "gemini-1.5": 8_192,
+    "gemini-2.0": 8_192,
+    "gemini-2.5": 65_536,
+    "gemini-3": 65_536,
+}
+_FAMILIES = tuple(sorted(OUTPUT_LIMITS.items(), key=lambda item: -len(item[0])))
+
+#: Our provider labels (``_providers``) as genai-prices names them. ``None``:
+#: the label says nothing about price, let the model name decide. Missing
+#: (OLLAMA, fal): self-hosted or not per token; only an override prices it.
+_TABLE_PROVIDERS: Mapping[str, Optional[str]] = {
+    "openai": "openai",
+    "azure": "azure",
+    "xai": "x-ai",
+    "anthropic": "anthropic",
+    "foundry": "anthropic",
+    "aws": "aws",
+    "google": "google",
+    "perplexity": "perplexity",
+    "mistral": "mistral",
+    "cohere": "cohere",
+    "litellm": None,
+    "huggingface": None,
+}
+#: Route prefixes (LiteLLM's ``openai/gpt-4o``) that name the provider.
+_ROUTES: Mapping[str, str] = {
+    "openai": "openai",
+    "azure": "azure",
+    "anthropic": "anthropic",
+    "bedrock": "aws",
+    "vertex_ai": "google",
+    "gemini": "google",
+    "google": "google",
+    "xai": "x-ai",
+    "perplexity": "perplexity",
+    "mistral": "mistral",
+    "groq": "groq",
+    "deepseek": "deepseek",
+    "together_ai": "together",
+    "fireworks_ai": "fireworks",
+}
+#: Leading dotted segments of Bedrock ids: regions and vendors.
+_BEDROCK_PREFIXES = frozenset(
+    {"us", "eu", "apac", "global", "regional", "us-gov", "jp", "au"}
+    | {"anthropic", "amazon", "meta", "mistral", "cohere", "ai21", "deepseek", "openai", "qwen"}
+)
+_DATE_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8})$")
+_BEDROCK_VERSION = re.compile(r"-v\d+(?::\d+)?$")
+_TABLE_FIELDS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
+_OVERRIDE_FIELDS = frozenset({"input", "output", "cache_read", "cache_write", "max_output_tokens"})
+
+
+class InvalidPrices(ValueError):
+    """Prices that cannot be used: which source, which model, and why.
+
+    ``source`` is ``"overrides"`` or the file's path; ``model`` is ``None``
+    when the whole source is at fault (unreadable, not a JSON object).
+    """
+
+    def __init__(self, source: str, reason: str, model: Optional[str] = None) -> None:
+        where = f"{source}: {model}: " if model is not None else f"{source}: "
+        super().__init__(where + reason)
+        self.source = source
+        self.model = model
+        self.reason = reason
+
+
+class Rates(NamedTuple):
+    """One model's prices in dollars per million tokens, resolved once.
+
+    ``cache_read`` / ``cache_write`` are ``None`` when the model bills cached
+    prompt tokens as ordinary input. ``per_request`` is dollars per call.
+    ``tiers`` holds the prices for long prompts, ``((start, rates), ...)``
+    ascending: as providers bill it (and genai-prices models it), a prompt
+    over ``start`` tokens pays the tier's rates on every token, not only on
+    those past it.
+    """
+
+    input: float
+    output: float
+    cache_read: Optional[float]
+    cache_write: Optional[float]
+    per_request: float
+    max_output_tokens: int
+    source: str
+    tiers: tuple[tuple[int, Rates], ...] = ()
+
+    def at(self, prompt_tokens: int) -> Rates:
+        """The rates a prompt of this size pays."""
+        chosen = self
+        for start, rates in self.tiers:
+            if prompt_tokens > start:
+                chosen = rates
+        return chosen
+
+    def cost(self, usage: Usage) -> float:
+        rates = self.at(usage.input_tokens) if self.tiers else self
+        plain = usage.input_tokens
+        total = usage.output_tokens * rates.output
+        cached, written = usage.cache_read_tokens, usage.cache_write_tokens
+        if cached and rates.cache_read is not None:
+            cached = min(cached, plain)
+            plain -= cached
+            total += cached * rates.cache_read
+        if written and rates.cache_write is not None:
+            written = min(written, plain)
+            plain -= written
+            total += written * rates.cache_write
+        return (total + plain * rates.input) / PER_MILLION + rates.per_request
+
+    def worst_case(self, estimate: Estimate) -> float:
+        rates = self.at(estimate.input_tokens) if self.tiers else self
+        limit = estimate.max_output_tokens
+        output = rates.max_output_tokens if limit is None else limit
+        total = estimate.input_tokens * rates.input + output * rates.output
+        return total / PER_MILLION + rates.per_request
+
+
+@dataclass(frozen=True)
+class PriceTableStatus:
+    """What a :class:`PriceTable` prices from, for ``Engine.status()`` and the CLI."""
+
+    table: Optional[str]
+    table_error: Optional[str]
+    overrides: int
+    overrides_file: Optional[str]
+    overrides_error: Optional[str]
+    cached: int
+    unpriced: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def _number(source: str, model: str, field: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidPrices(source, f"{field} must be a number, not {value!r}", model)
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise InvalidPrices(source, f"{field} must be finite and >= 0, not {value!r}", model)
+    return number
+
+
+def _override_rates(source: str, model: str, entry: object) -> Rates:
+    if not isinstance(entry, Mapping):
+        raise InvalidPrices(
+            source, "prices must be an object like {'input': 2.5, 'output': 10}", model
+        )
+    unknown = set(entry) - _OVERRIDE_FIELDS
+    if unknown:
+        raise InvalidPrices(source, f"unknown fields {sorted(unknown)}", model)
+    missing = {"input", "output"} - set(entry)
+    if missing:
+        raise InvalidPrices(source, f"missing {sorted(missing)}", model)
+    cache_read, cache_write = entry.get("cache_read"), entry.get("cache_write")
+    limit = entry.get("max_output_tokens")
+    return Rates(
+        input=_number(source, model, "input", entry["input"]),
+        output=_number(source, model, "output", entry["output"]),
+        cache_read=None if cache_read is None else _number(source, model, "cache_read", cache_read),
+        cache_write=None
+        if cache_write is None
+        else _number(source, model, "cache_write", cache_write),
+        per_request=0.0,
+        max_output_tokens=(
+            _output_limit(model)
+            if limit is None
+            else int(_number(source, model, "max_output_tokens", limit))
+        ),
+        source=source,
+    )
+
+
+def _parse_overrides(source: str, overrides: object) -> dict[str, Rates]:
+    if not isinstance(overrides, Mapping):
+        raise InvalidPrices(source, "overrides must be an object of model name to prices")
+    parsed: dict[str, Rates] = {}
+    for model, entry in overrides.items():
+        if not isinstance(model, str) or not model.strip():
+            raise InvalidPrices(source, f"model names must be non-empty strings, not {model!r}")
+        parsed[model.strip().lower()] = _override_rates(source, model, entry)
+    return parsed
+
+
+def load_overrides(path: str) -> dict[str, Rates]:
+    """Read a prices file (the shape of ``overrides``); raise :class:`InvalidPrices` if unusable."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise InvalidPrices(path, f"unreadable: {error}") from error
+    return _parse_overrides(path, data)
+
+
+# --------------------------------------------------------------------------- names
+
+
+def _strip_bedrock(name: str) -> str:
+    head, dot, rest = name.partition(".")
+    while dot and head in _BEDROCK_PREFIXES:
+        name = rest
+        head, dot, rest = name.partition(".")
+    return _BEDROCK_VERSION.sub("", name)
+
+
+def _split_route(name: str) -> tuple[Optional[str], str]:
+    """``models/x`` and ``publishers/p/models/x`` are paths; ``openai/x`` is a route."""
+    if "/models/" in name:
+        name = name.rsplit("/models/", 1)[1]
+    elif name.startswith("models/"):
+        name = name[len("models/") :]
+    head, slash, rest = name.partition("/")
+    if slash and head in _ROUTES:
+        return _ROUTES[head], rest
+    return None, name
+
+
+def _names(model: str) -> list[str]:
+    """Spellings to try, most exact first: as given, unrouted, bare Bedrock id, undated."""
+    raw = model.strip().lower()
+    _, bare = _split_route(raw)
+    names = [raw, bare, _strip_bedrock(bare)]
+    names.append(_DATE_SUFFIX.sub("", names[-1]))
+    return list(dict.fromkeys(name for name in names if name))
+
+
+def _output_limit(model: str) -> int:
+    name = _names(model)[-1]
+    for family, limit in _FAMILIES:
+        if name.startswith(family):
+            return limit
+    return DEFAULT_OUTPUT_LIMIT
+
+
+def _table_provider(model: str, provider: Optional[str]) -> tuple[bool, Optional[str]]:
+    """(may the table price it, which genai-prices provider): the route wins over the label."""
+    route, _ = _split_route(model.strip().lower())
+    if route is not None:
+        return True, route
+    if provider is None:
+        return True, None
+    label = provider.strip().lower()
+    if label not in _TABLE_PROVIDERS:
+        return False, None
+    return True, _TABLE_PROVIDERS[label]
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def _base(value: Any) -> Optional[float]:
+    """A genai-prices price (a ``Decimal`` or ``TieredPrices``) below its first tier."""
+    if value is None:
+        return None
+    return float(getattr(value, "base", value))
+
+
+def _tier_starts(prices: Any) -> list[int]:
+    starts = {
+        int(tier.start)
+        for field in _TABLE_FIELDS
+        for tier in getattr(getattr(prices, field), "tiers", None) or ()
+    }
+    return sorted(starts)
+
+
+def _price_at(value: Any, start: int) -> Optional[float]:
+    """The price of a prompt just over ``start`` tokens."""
+    price = _base(value)
+    for tier in getattr(value, "tiers", None) or ():
+        if start >= int(tier.start):
+            price = float(tier.price)
+    return price
+
+
+def _table_rates(snapshot: Any, model: str, provider_id: Optional[str]) -> Optional[Rates]:
+    try:
+        _, info = snapshot.find_provider_model(model, None, provider_id, None)
+        prices = info.get_prices(datetime.datetime.now(datetime.timezone.utc))
+        if all(getattr(prices, field) is None for field in _TABLE_FIELDS):
+            return None  # priced by images or seconds, not tokens: not ours to guess
+        base = _rates_from(prices, None, _output_limit(info.id), f"genai-prices:{info.id}")
+        tiers = tuple(
+            (start, _rates_from(prices, start, base.max_output_tokens, base.source))
+            for start in _tier_starts(prices)
+        )
+    except LookupError:
+        return None
+    return base._replace(tiers=tiers)
+
+
+def _rates_from(prices: Any, start: Optional[int], limit: int, source: str) -> Rates:
+    def read(field: str) -> Optional[float]:
+        value = getattr(prices, field)
+        return _base(value) if start is None else _price_at(value, start)
+
+    return Rates(
+        input=read("input_mtok") or 0.0,
+        output=read("output_mtok") or 0.0,
+        cache_read=read("cache_read_mtok"),
+        cache_write=read("cache_write_mtok"),
+        per_request=float(prices.requests_kcount or 0) / 1000.0,
+        max_output_tokens=limit,
+        source=source,
+    )
+
+
+class _Table:
+    """genai-prices' bundled snapshot, imported on first use (it is 130 ms and 13 MiB)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._lock = threading.Lock()
+        self._snapshot: Any = None
+        self.name: Optional[str] = None
+        self.error: Optional[str] = None if enabled else "disabled"
+
+    def load(self) -> Any:
+        if self._snapshot is not None or self.error is not None:
+            return self._snapshot
+        with self._lock:
+            if self._snapshot is None and self.error is None:
+                self._import()
+        return self._snapshot
+
+    def _import(self) -> None:
+        try:
+            from importlib.metadata import version
+
+            from genai_prices import data_snapshot
+
+            snapshot = data_snapshot.get_snapshot()
+            self.name = f"genai-prices {version('genai-prices')}"
+            self._snapshot = snapshot
+        except Exception as error:  # an absent or broken table prices nothing; never raise
+            self.error = f"{type(error).__name__}: {error}"
+            logger.warning("price table unavailable (%s); only price overrides apply", self.error)
+
+    def rates(self, model: str, provider: Optional[str]) -> Optional[Rates]:
+        allowed, provider_id = _table_provider(model, provider)
+        snapshot = self.load() if allowed else None
+        if snapshot is None:
+            return None
+        for name in _names(model):
+            try:
+                found = _table_rates(snapshot, name, provider_id)
+            except Exception:  # the table's own bug is an unpriced call, not the user's error
+                logger.debug("price lookup failed for %r", name, exc_info=True)
+                found = None
+            if found is not None:
+                return found
+        return None
+
+
+class PriceTable:
+    """Dollars for a call's :class:`Usage` or :class:`Estimate`, by model and provider.
+
+    >>> prices = PriceTable(overrides={"gpt-4o-mini": {"input": 0.15, "output": 0.60}})
+    >>> round(prices.cost(Usage(20_000, 11_667), "gpt-4o-mini", "OPENAI"), 6)
+    0.01
+
+    Overrides (dollars per million tokens: ``input``, ``output``, optional
+    ``cache_read``, ``cache_write``, ``max_output_tokens``) win over the
+    table. A key may name the provider too (``"azure/gpt-4o"``) to price one
+    provider's calls apart. ``use_table=False`` prices from overrides alone.
+    """
+
+    def __init__(
+        self,
+        overrides: Optional[Mapping[str, Mapping[str, Any]]] = None,
+        *,
+        use_table: bool = True,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        file_overrides: Optional[Mapping[str, Rates]] = None,
+        overrides_file: Optional[str] = None,
+        overrides_error: Optional[str] = None,
+    ) -> None:
+        self._overrides: dict[str, Rates] = dict(file_overrides or {})
+        self._overrides.update(_parse_overrides("overrides", overrides or {}))
+        self._table = _Table(use_table)
+        self._cache: dict[tuple[Optional[str], Optional[str]], Optional[Rates]] = {}
+        self._cache_size = max(1, cache_size)
+        self._unpriced: list[str] = []
+        self._overrides_file = overrides_file
+        self._overrides_error = overrides_error
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str,
+        overrides: Optional[Mapping[str, Mapping[str, Any]]] = None,
+        **options: Any,
+    ) -> PriceTable:
+        """Prices from a JSON file plus ``overrides`` (which win); a bad file is warned, ignored."""
+        try:
+            from_disk: dict[str, Rates] = load_overrides(path)
+            error = None
+        except InvalidPrices as invalid:
+            from_disk, error = {}, str(invalid)
+            logger.warning("price overrides file ignored: %s", error)
+        return cls(
+            overrides,
+            file_overrides=from_disk,
+            overrides_file=path,
+            overrides_error=error,
+            **options,
+        )
+
+    def preload(self) -> None:
+        """Import the table now (from a background thread) so no call pays for it."""
+        self._table.load()
+
+    def rates(self, model: Optional[str], provider: Optional[str] = None) -> Optional[Rates]:
+        """The model's :class:`Rates`, or ``None`` when it cannot be priced."""
+        key = (model, provider)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        found = self._resolve(model, provider)
+        self._remember(key, found)
+        return found
+
+    def cost(
+        self, usage: Usage, model: Optional[str], provider: Optional[str] = None
+    ) -> Optional[float]:
+        """Dollars a completed call cost; ``None`` when its model cannot be priced.
+
+        The model the provider says served the call (``usage.model``, often a
+        dated snapshot) is priced first, then the model the call asked for.
+        """
+        rates = self.rates(usage.model, provider) if usage.model else None
+        if rates is None:
+            rates = self.rates(model, provider)
+        return None if rates is None else rates.cost(usage)
+
+    def worst_case(
+        self, estimate: Estimate, model: Optional[str], provider: Optional[str] = None
+    ) -> Optional[float]:
+        """Dollars a call may cost at most: its prompt plus the largest output it allows."""
+        rates = self.rates(model, provider)
+        return None if rates is None else rates.worst_case(estimate)
+
+    def describe(self) -> PriceTableStatus:
+        """Where prices come from, what failed, and which models went unpriced lately."""
+        return PriceTableStatus(
+            table=self._table.name,
+            table_error=self._table.error,
+            overrides=len(self._overrides),
+            overrides_file=self._overrides_file,
+            overrides_error=self._overrides_error,
+            cached=len(self._cache),
+            unpriced=tuple(self._unpriced),
+        )
+
+    def _resolve(self, model: Optional[str], provider: Optional[str]) -> Optional[Rates]:
+        if not model or not model.strip():
+            return None
+        found = self._override(model, provider) or self._table.rates(model, provider)
+        if found is None:
+            self._note_unpriced(model, provider)
+        return found
+
+    def _override(self, model: str, provider: Optional[str]) -> Optional[Rates]:
+        if not self._overrides:
+            return None
+        names = _names(model)
+        if provider:
+            label = provider.strip().lower()
+            names = [f"{label}/{name}" for name in names] + names
+        for name in names:
+            if name in self._overrides:
+                return self._overrides[name]
+        return None
+
+    def _remember(self, key: tuple[Optional[str], Optional[str]], rates: Optional[Rates]) -> None:
+        if len(self._cache) >= self._cache_size:
+            try:  # the oldest entry; another thread may have taken it first
+                del self._cache[next(iter(self._cache))]
+            except (KeyError, RuntimeError, StopIteration):
+                pass
+        self._cache[key] = rates
+
+    def _note_unpriced(self, model: str, provider: Optional[str]) -> None:
+        label = f"{provider}:{model}" if provider else model
+        logger.debug("no price for %s", label)
+        self._unpriced = [*self._unpriced[-(_UNPRICED_KEPT - 1) :], label]

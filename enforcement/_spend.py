@@ -1,0 +1,448 @@
+"""Local spend: what this host has spent since the server's figures (CONTRACT §9).
+
+The server's verdict is at best a poll interval old; a runaway loop spends a
+poll interval of traffic past its cap before the next one says "breached".
+So every hooked call is accounted for here, between polls:
+
+- before it is sent, :meth:`LocalSpend.hold` holds its worst case (the
+  estimated prompt plus the largest output the request allows, at the
+  model's price) on every rule that covers it (:meth:`RuleSet.accounts`),
+  in the ledger; a hold that does not fit under a blocking rule refuses the
+  call with ``source="local"``;
+- when it completes, :meth:`Held.settle` replaces the hold with what the
+  provider reports it used, priced (:class:`~._prices.PriceTable`); an error
+  or a cancelled stream releases it;
+- a rule's local view is the server's figure (``currentValue``, the
+  caller's entry, the caller's department balance) plus the spend completed
+  after the payload's ``compiledAt`` plus the holds in flight, so a new
+  payload drops what it already counts.
+
+The ledger is the largest scope that works: Redis across hosts
+(``REVENIUM_CB_LEDGER_URL``), the cache directory across the host's
+processes, else this process. A ledger that fails is skipped for a while
+and ``status()`` says so; a failing ledger never refuses a call.
+
+Where a new metric goes: ``_amount`` (what a call holds) and ``_actual``
+(what it used), keyed by :attr:`Account.metric`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+from typing import Any, Callable, Optional, Union
+
+from ._callfacts import CallFacts
+from ._errors import BudgetExceededError
+from ._ledger import Bucket, Hold, HostLedger, Ledger, LedgerUnavailable, ProcessLedger, fits
+from ._mirror import snapshot_scope
+from ._prices import PriceTable
+from ._ruleset import Account, Notice, RuleSet
+from ._settings import Settings
+from ._usage import Estimate, Usage
+from ._wire import Payload, coerce_float
+
+__all__ = ["Held", "LocalSpend"]
+
+logger = logging.getLogger("enforcement")
+
+_OPEN_WINDOW = 86_400.0  # a rule with no window end: its buckets are kept a day
+_RETRY_LEDGER_AFTER = 5.0  # seconds a failed shared ledger is skipped before it is tried again
+_DEFAULT_OUTPUT_LIMIT = 4096  # output tokens held for a token metric when nothing says more
+_BLOCK_PREFIX = "Request blocked by Revenium enforcement rule: "
+_UNLIMITED = math.inf
+_RECENT_BUCKETS = 256
+
+
+def _digest(entry: str) -> str:
+    """A grouped entry (an email, an id) as a short digest: status output holds no email."""
+    return hashlib.blake2b(entry.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+class Held:
+    """One admitted call's hold; :meth:`settle` it exactly once."""
+
+    __slots__ = ("_accounts", "_hold", "_ledger", "_model", "_provider", "_settled", "_spend")
+
+    def __init__(
+        self,
+        spend: LocalSpend,
+        ledger: Ledger,
+        hold: Hold,
+        accounts: tuple[Account, ...],
+        model: Optional[str],
+        provider: Optional[str],
+    ) -> None:
+        self._spend = spend
+        self._ledger = ledger
+        self._hold = hold
+        self._accounts = accounts
+        self._model = model
+        self._provider = provider
+        self._settled = False
+
+    def settle(self, usage: Optional[Usage]) -> None:
+        """The call is done: commit what ``usage`` cost, or release the hold (``None``)."""
+        if self._settled:
+            return
+        self._settled = True
+        self._spend.settle(self, usage)
+
+
+class LocalSpend:
+    """One engine's local spend: the prices, the ledgers, holds and settlements."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        prices: PriceTable,
+        ledgers: list[Ledger],
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.prices = prices
+        self._scope = snapshot_scope(settings.base_url, settings.team_id)
+        self._ledgers = ledgers  # largest scope first; the last (this process) never fails
+        self._skip_until = [0.0] * len(ledgers)
+        self._errors: list[Optional[str]] = [None] * len(ledgers)
+        self._wall_clock = wall_clock
+        self._since = 0.0
+        self._lock = threading.Lock()
+        # The buckets calls were held on lately, for status(): bounded, oldest forgotten.
+        self._recent: dict[str, tuple[Account, Bucket]] = {}
+        self.holds = 0
+        self.open_holds = 0
+        self.settled = 0
+        self.unpriced = 0
+        self.refused = 0
+        # True once anything was held: until then a plain check has no local view to consult.
+        self.active = False
+
+    @classmethod
+    def for_settings(
+        cls,
+        settings: Settings,
+        wall_clock: Callable[[], float],
+        prices: Optional[PriceTable] = None,
+    ) -> LocalSpend:
+        """The ledgers the settings name: Redis, then the host's, then this process's."""
+        ledgers: list[Ledger] = []
+        scope = snapshot_scope(settings.base_url, settings.team_id)
+        if settings.ledger_url:
+            try:
+                from ._redis_ledger import RedisLedger
+
+                ledgers.append(RedisLedger(settings.ledger_url))
+            except Exception as problem:  # redis-py not installed, a bad URL
+                logger.warning("REVENIUM_CB_LEDGER_URL not used: %s", problem)
+        if settings.cache_dir:
+            try:
+                ledgers.append(HostLedger(settings.cache_dir, scope))
+            except Exception as problem:
+                logger.warning("The host's spend ledger is not used: %s", problem)
+        ledgers.append(ProcessLedger())
+        if prices is None:
+            prices = (
+                PriceTable.from_file(settings.prices_file) if settings.prices_file else PriceTable()
+            )
+        return cls(settings, prices=prices, ledgers=ledgers, wall_clock=wall_clock)
+
+    # -- rule sets -------------------------------------------------------------------
+
+    def observe(self, payload: Payload) -> None:
+        """A payload arrived (new or the same): spend before its ``compiledAt`` stops counting."""
+        compiled_at = payload.compiled_at
+        self._since = compiled_at if compiled_at is not None else self._wall_clock()
+
+    # -- before the call ---------------------------------------------------------------
+
+    def over(self, ruleset: RuleSet, facts: CallFacts, now: float) -> Optional[BudgetExceededError]:
+        """The refusal local spend alone gives a call (nothing held): for a plain check."""
+        for account in ruleset.accounts(facts, now):
+            if not account.blocks or account.shadow:
+                continue
+            bucket = self._bucket(account, now)
+            local = self._spent(bucket, now)
+            if local is not None and not fits(local, bucket.limit, bucket.inclusive):
+                return self._refusal(account, local)
+        return None
+
+    def hold(
+        self,
+        ruleset: RuleSet,
+        facts: CallFacts,
+        estimate: Optional[Callable[[], Estimate]],
+        now: float,
+        notices: list[Notice],
+    ) -> Union[Held, BudgetExceededError, None]:
+        """Hold the call's worst case on every rule that covers it.
+
+        Returns the :class:`Held` to settle, the refusal when a blocking rule
+        has no room for it, or ``None`` when no rule accrues the call. What
+        non-blocking and shadow rules would say is appended to ``notices``.
+        """
+        accounts = ruleset.accounts(facts, now)
+        if not accounts:
+            return None
+        model = facts.model if isinstance(facts.model, str) else None
+        provider = facts.provider if isinstance(facts.provider, str) else None
+        worst = self._estimate(estimate)
+        amounts = [self._amount(account.metric, worst, model, provider) for account in accounts]
+        buckets = [self._bucket(account, now) for account in accounts]
+        admitting = [
+            bucket if account.blocks and not account.shadow else bucket._replace(limit=_UNLIMITED)
+            for account, bucket in zip(accounts, buckets)
+        ]
+        for ledger, result in self._reserve(admitting, amounts, now):
+            if isinstance(result, Bucket):
+                account = accounts[admitting.index(result)]
+                local = self._spent(result, now) or 0.0
+                self.refused += 1
+                return self._refusal(account, local + amounts[admitting.index(result)])
+            self._notice_non_blocking(accounts, buckets, ledger, now, notices)
+            with self._lock:
+                self.holds += 1
+                self.open_holds += 1
+                self.active = True
+                self._remember(accounts, buckets)
+            return Held(self, ledger, result, accounts, model, provider)
+        return None
+
+    def _reserve(
+        self, buckets: list[Bucket], amounts: list[float], now: float
+    ) -> list[tuple[Ledger, Union[Hold, Bucket]]]:
+        """The first ledger's answer that can give one; a failing shared ledger is skipped."""
+        for index, ledger in enumerate(self._ledgers):
+            if now < self._skip_until[index]:
+                continue
+            try:
+                result = ledger.reserve(buckets, amounts, now)
+            except LedgerUnavailable as problem:
+                self._ledger_failed(index, str(problem))
+                continue
+            except Exception as problem:  # a ledger bug must not cost the call
+                logger.debug("Spend ledger %s failed", ledger.scope, exc_info=True)
+                self._ledger_failed(index, f"{type(problem).__name__}: {problem}")
+                continue
+            self._errors[index] = None
+            return [(ledger, result)]
+        return []
+
+    def _ledger_failed(self, index: int, reason: str) -> None:
+        if self._errors[index] is None:
+            logger.warning(
+                "The %s spend ledger failed (%s); using the next one",
+                self._ledgers[index].scope,
+                reason,
+            )
+        self._errors[index] = reason
+        self._skip_until[index] = self._wall_clock() + _RETRY_LEDGER_AFTER
+
+    def _notice_non_blocking(
+        self,
+        accounts: tuple[Account, ...],
+        buckets: list[Bucket],
+        ledger: Ledger,
+        now: float,
+        notices: list[Notice],
+    ) -> None:
+        """Shadow rules that would refuse and warn-only rules over, counting local spend."""
+        for account, bucket in zip(accounts, buckets):
+            if account.blocks != account.shadow:
+                continue  # blocking: judged by the hold; a non-blocking shadow: says nothing
+            used, held = ledger.spent(bucket, now)
+            if not fits(used + held, bucket.limit, bucket.inclusive):
+                kind = "shadow" if account.shadow else "warn_only"
+                value = account.base + used + held
+                notices.append(Notice(kind, account.rule, account.rule.identifier, value))
+
+    # -- after the call ----------------------------------------------------------------
+
+    def settle(self, held: Held, usage: Optional[Usage]) -> None:
+        """Commit ``usage``'s cost in place of the hold, or release it. Never raises."""
+        with self._lock:
+            self.open_holds -= 1
+        try:
+            if usage is None:
+                held._ledger.release(held._hold)
+                return
+            actual = [
+                self._actual(account.metric, usage, held._model, held._provider)
+                for account in held._accounts
+            ]
+            held._ledger.commit(held._hold, actual, self._wall_clock())
+            with self._lock:
+                self.settled += 1
+        except Exception:
+            logger.debug("Could not settle a call's spend", exc_info=True)
+
+    # -- amounts -----------------------------------------------------------------------
+
+    def _estimate(self, estimate: Optional[Callable[[], Estimate]]) -> Estimate:
+        if estimate is None:
+            return Estimate(0, None)
+        try:
+            return estimate()
+        except Exception:
+            logger.debug("Could not estimate a call; holding its output only", exc_info=True)
+            return Estimate(0, None)
+
+    def _amount(
+        self, metric: str, estimate: Estimate, model: Optional[str], provider: Optional[str]
+    ) -> float:
+        if metric == "cost":
+            worst = self.prices.worst_case(estimate, model, provider)
+            return 0.0 if worst is None else worst
+        if metric == "requests":
+            return 1.0
+        output = estimate.max_output_tokens
+        if output is None:
+            rates = self.prices.rates(model, provider)
+            output = rates.max_output_tokens if rates is not None else _DEFAULT_OUTPUT_LIMIT
+        if metric == "input_tokens":
+            return float(estimate.input_tokens)
+        if metric == "output_tokens":
+            return float(output)
+        return float(estimate.input_tokens + output)
+
+    def _actual(
+        self, metric: str, usage: Usage, model: Optional[str], provider: Optional[str]
+    ) -> float:
+        if metric == "cost":
+            cost = self.prices.cost(usage, model, provider)
+            if cost is None:
+                self.unpriced += 1
+                return 0.0
+            return cost
+        if metric == "requests":
+            return 1.0
+        if metric == "input_tokens":
+            return float(usage.input_tokens)
+        if metric == "output_tokens":
+            return float(usage.output_tokens)
+        return float(usage.input_tokens + usage.output_tokens)
+
+    # -- buckets -----------------------------------------------------------------------
+
+    def _bucket(self, account: Account, now: float) -> Bucket:
+        rule = account.rule
+        since = coerce_float(rule.raw.get("compiledAt"))
+        if since is None or not math.isfinite(since):
+            since = self._since
+        end = account.window_end
+        return Bucket(
+            key=f"{self._scope}|{rule.identifier}|{rule.window_end_raw}|{account.entry}",
+            limit=account.headroom,
+            inclusive=account.inclusive,
+            since=since,
+            expires_at=end if end is not None else now + _OPEN_WINDOW,
+        )
+
+    def _spent(self, bucket: Bucket, now: float) -> Optional[float]:
+        """Completed plus held local spend on ``bucket``, from the first ledger that answers."""
+        for index, ledger in enumerate(self._ledgers):
+            if now < self._skip_until[index]:
+                continue
+            try:
+                used, held = ledger.spent(bucket, now)
+            except Exception:
+                continue
+            return used + held
+        return None
+
+    def _refusal(self, account: Account, local: float) -> BudgetExceededError:
+        rule = account.rule
+        figure = account.base + local
+        unit = "$" if account.metric == "cost" else ""
+        message = (
+            f"{_BLOCK_PREFIX}{rule.name} (local spend {unit}{local:.4g} since the server's "
+            f"{unit}{account.base:.4g} reaches {unit}{figure:.4g} of {unit}{account.threshold:.4g})"
+        )
+        if rule.deny_message is not None:
+            message = f"{message}. {rule.deny_message}"
+        return BudgetExceededError(
+            message,
+            rule_name=rule.name,
+            current_value=figure,
+            threshold=account.threshold,
+            resets_at=rule.resets_at,
+            rule_id=rule.identifier,
+            deny_message=rule.deny_message,
+            period_type=rule.period_type,
+            metric_type=rule.metric_type,
+            action=rule.action,
+            source="local",
+        )
+
+    # -- status ------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "holds": self.holds,
+            "holds_open": self.open_holds,
+            "holds_refused": self.refused,
+            "settled": self.settled,
+            "unpriced": self.unpriced,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """For ``status()``: the ledger in use, the ones failing, the counts."""
+        ledgers = []
+        for index, ledger in enumerate(self._ledgers):
+            info: dict[str, Any] = dict(ledger.describe())
+            info["error"] = self._errors[index] or info.get("error")
+            ledgers.append(info)
+        in_use = next(
+            (
+                ledger.scope
+                for index, ledger in enumerate(self._ledgers)
+                if self._errors[index] is None
+            ),
+            "process",
+        )
+        return {
+            "ledger": in_use,
+            "ledgers": ledgers,
+            **self.counts(),
+            "rules": self.by_rule(),
+            "prices": self.prices.describe(),
+        }
+
+    def _remember(self, accounts: tuple[Account, ...], buckets: list[Bucket]) -> None:
+        recent = self._recent
+        for account, bucket in zip(accounts, buckets):
+            recent.pop(bucket.key, None)
+            recent[bucket.key] = (account, bucket)
+        while len(recent) > _RECENT_BUCKETS:
+            recent.pop(next(iter(recent)))
+
+    def by_rule(self) -> list[dict[str, Any]]:
+        """Local spend on the buckets held on lately: rule, entry, server figure, local, limit."""
+        now = self._wall_clock()
+        with self._lock:
+            recent = list(self._recent.values())
+        rows = []
+        for account, bucket in recent:
+            if bucket.expires_at < now:
+                continue
+            rows.append(
+                {
+                    "rule_id": account.rule.identifier,
+                    "rule_name": account.rule.name,
+                    "entry_digest": _digest(account.entry) if account.entry else "",
+                    "metric": account.metric,
+                    "server": account.base,
+                    "local": self._spent(bucket, now),
+                    "threshold": account.threshold,
+                }
+            )
+        return rows
+
+    def close(self) -> None:
+        for ledger in self._ledgers:
+            try:
+                ledger.close()
+            except Exception:
+                logger.debug("Closing the %s ledger failed", ledger.scope, exc_info=True)
