@@ -26,7 +26,6 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import httpx
@@ -39,10 +38,11 @@ from ._fork import renew_after_fork
 from ._prices import PriceTable
 from ._refresher import Refresher
 from ._reporter import Reporter
-from ._ruleset import Notice, RuleSet, RuleVerdict
+from ._ruleset import RuleSet, RuleVerdict
 from ._schedule import RetryPolicy
 from ._settings import Settings, Switches
-from ._spend import Held, LocalSpend
+from ._spend import LocalSpend
+from ._status import EngineStatus, Explanation
 from ._usage import Estimate, Spend
 from ._wire import Payload
 
@@ -54,50 +54,6 @@ UNINITIALIZED_MESSAGE = (
     "Request blocked: enforcement cache is uninitialized and REVENIUM_CB_FAIL_MODE=closed."
 )
 _NEVER = float("-inf")
-
-
-@dataclass(frozen=True)
-class EngineStatus:
-    """What the engine knows about its rules, as a value (for the CLI, health checks)."""
-
-    team_id: str
-    base_url: str
-    configured: bool
-    enabled: bool
-    bypass: bool
-    fail_closed: bool
-    loaded: bool
-    stale: bool
-    source: Optional[str]
-    generation: int
-    rule_count: int
-    tripped_count: int
-    last_attempt_at: Optional[float]
-    last_success_at: Optional[float]
-    last_error: Optional[str]
-    consecutive_failures: int
-    etag: Optional[str]
-    poller_alive: bool
-    snapshot_path: Optional[str]
-    counters: Mapping[str, int]
-    installed_at: Optional[float] = None
-    closed: bool = False
-    local_spend: Optional[Mapping[str, Any]] = None
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """Why a call would pass or be refused, rule by rule."""
-
-    enabled: bool
-    bypass: bool
-    loaded: bool
-    error: Optional[BudgetExceededError]
-    rules: list[RuleVerdict] = field(default_factory=list)
-
-    @property
-    def blocked(self) -> bool:
-        return self.error is not None
 
 
 class Engine:
@@ -157,6 +113,7 @@ class Engine:
             freshen=self._freshen,
             warn=reporter.warn_once,
             schedule=retry_policy or RetryPolicy(),
+            prepare=self._spend.prepare if self._spend is not None else None,
             transport=transport,
             timeout=timeout,
             clock=clock,
@@ -201,7 +158,9 @@ class Engine:
                 error = None
                 if verdict is not None:
                     error = verdict.error
-                    self._hear(ruleset, verdict.notices, error, usage_metadata, model, provider)
+                    self._reporter.report(
+                        ruleset, verdict, usage_metadata, model, provider, self._wall_clock()
+                    )
             except Exception:
                 logger.debug(
                     "Enforcement check failed unexpectedly; letting the call through",
@@ -212,43 +171,12 @@ class Engine:
                 raise error
         spend = self._spend
         if spend is not None and spend.active:
-            error = self._over_locally(spend, ruleset, usage_metadata, model, provider)
-            if error is not None:
-                raise error
-
-    def _hear(
-        self,
-        ruleset: RuleSet,
-        notices: tuple[Notice, ...],
-        error: Optional[BudgetExceededError],
-        usage_metadata: Optional[Mapping[str, Any]],
-        model: Any,
-        provider: Any,
-    ) -> None:
-        now = self._wall_clock()
-        if notices:
-            self._reporter.hear(ruleset, notices, usage_metadata, model, provider, now)
-        if error is not None:
-            self._reporter.blocked(error, usage_metadata, model, provider, now)
-
-    def _over_locally(
-        self,
-        spend: LocalSpend,
-        ruleset: RuleSet,
-        usage_metadata: Optional[Mapping[str, Any]],
-        model: Any,
-        provider: Any,
-    ) -> Optional[BudgetExceededError]:
-        """The refusal this host's spend since the server's figures gives the call, if any."""
-        try:
             facts = CallFacts(usage_metadata, model, provider, self._environ)
-            error = spend.over(ruleset, facts, self._wall_clock())
-            if error is not None:
-                self._hear(ruleset, (), error, usage_metadata, model, provider)
-            return error
-        except Exception:
-            logger.debug("Local spend check failed unexpectedly; letting it through", exc_info=True)
-            return None
+            local = spend.over(ruleset, facts, self._wall_clock())
+            if local is not None and local.error is not None:
+                now = self._wall_clock()
+                self._reporter.report(ruleset, local, usage_metadata, model, provider, now)
+                raise local.error
 
     async def acheck(
         self,
@@ -282,18 +210,14 @@ class Engine:
         spend, ruleset = self._spend, self._ruleset
         if spend is None or ruleset is None or self._off():
             return None
-        notices: list[Notice] = []
-        try:
-            facts = CallFacts(usage_metadata, model, provider, self._environ)
-            held = spend.hold(ruleset, facts, estimate, self._wall_clock(), notices)
-            error = held if isinstance(held, BudgetExceededError) else None
-            self._hear(ruleset, tuple(notices), error, usage_metadata, model, provider)
-        except Exception:
-            logger.debug("Holding a call's spend failed; letting it through", exc_info=True)
-            return None
-        if error is not None:
-            raise error
-        return held if isinstance(held, Held) else None
+        facts = CallFacts(usage_metadata, model, provider, self._environ)
+        held, verdict = spend.hold(ruleset, facts, estimate, self._wall_clock())
+        if verdict is not None:
+            now = self._wall_clock()
+            self._reporter.report(ruleset, verdict, usage_metadata, model, provider, now)
+            if verdict.error is not None:
+                raise verdict.error
+        return held
 
     # -- installing rule sets -------------------------------------------------
 

@@ -100,6 +100,8 @@ def fits(total: float, limit: float, inclusive: bool) -> bool:
     threshold - currentValue`` that is ``local >= limit`` (inclusive) or ``local >
     limit``. A difference within float noise of ``limit`` counts as equal.
     """
+    if limit == math.inf:
+        return True  # a rule that only reports (shadow, warn-only) never refuses a hold
     slack = RELATIVE_TOLERANCE * max(1.0, abs(limit))
     if inclusive:
         return total < limit - slack

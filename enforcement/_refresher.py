@@ -34,6 +34,7 @@ import httpx
 
 from . import _json as json_pieces
 from ._feed import Feed, FeedResult
+from ._host_share import CACHE_TTL, SELF_FETCH_EVERY, HostShare
 from ._mirror import Mirror, SnapshotMeta
 from ._poller import Poller
 from ._ruleset import RuleSet
@@ -41,17 +42,10 @@ from ._schedule import RetryPolicy
 from ._settings import Settings, Warn
 from ._wire import Payload, parse_payload
 
-__all__ = ["CACHE_TTL", "RefreshRecord", "Refresher"]
+__all__ = ["CACHE_TTL", "SELF_FETCH_EVERY", "RefreshRecord", "Refresher"]
 
 logger = logging.getLogger("enforcement")
 
-CACHE_TTL = 120.0
-# Rules another process of the host fetched are adopted for at most this many
-# poll intervals in a row; then this process asks the feed itself. It bounds
-# how long a forged but well-sealed sidecar (its author holds the API key) can
-# keep a process off the feed, and is large enough that a host of up to ten
-# processes still sends about one request per interval between them.
-SELF_FETCH_EVERY = 10
 # How often a rules file is looked at for changes (at most; the poll interval if shorter).
 RULES_FILE_CHECK = 2.0
 _NEVER = float("-inf")
@@ -85,6 +79,7 @@ class Refresher:
         freshen: Callable[[float], None],
         warn: Warn,
         schedule: RetryPolicy,
+        prepare: Optional[Callable[[RuleSet], None]] = None,
         transport: Optional[httpx.BaseTransport],
         timeout: float,
         clock: Callable[[], float],
@@ -95,6 +90,7 @@ class Refresher:
         self._install = install
         self._current = current
         self._freshen = freshen
+        self._prepare = prepare
         self._warn = warn
         self._transport = transport
         self._timeout = timeout
@@ -109,16 +105,17 @@ class Refresher:
         self._feed_lock = threading.Lock()
         self.poller = Poller(self.refresh, name=f"enforcement-poller-{settings.team_id}")
         self.cooldown_until = _NEVER
-        # When adopting other processes' fetches stops and this one fetches itself.
-        self._self_fetch_due: Optional[float] = None
-        # Since when the host lock could not be taken (its holder may be stopped).
-        self._lock_missed_since: Optional[float] = None
         self._failures = 0
         self._last_attempt_at: Optional[float] = None
         self._last_success_at: Optional[float] = None
         self._last_error: Optional[str] = None
         self._etag: Optional[str] = None
         self.mirror = self._make_mirror()
+        self._host = (
+            HostShare(self.mirror, schedule, clock=clock, wall_clock=wall_clock)
+            if self.mirror is not None
+            else None
+        )
         # (size, mtime) of the rules file (snapshot or REVENIUM_CB_RULES_FILE) our rules came from.
         self._snapshot_file: Optional[tuple[int, int]] = None
         self.configured = self.check_configuration(warn=False)
@@ -257,13 +254,24 @@ class Refresher:
             now = self._clock()
             if now < self.cooldown_until:
                 return self.cooldown_until - now
-            if self.mirror is not None:
-                delay = self._share_with_host(interval)
+            if self._host is not None:
+                delay = self._share_with_host(self._host, interval)
                 if delay is not None:
                     return delay
             return self._fetch_and_install(interval)
         except Exception as problem:
             return self._record_unexpected(problem, interval)
+        finally:
+            self._prepare_current()
+
+    def _prepare_current(self) -> None:
+        """Build what local spend needs of the rules held, here rather than on a caller's thread."""
+        ruleset = self._current()
+        if ruleset is not None and self._prepare is not None:
+            try:
+                self._prepare(ruleset)
+            except Exception:
+                logger.debug("Preparing the rules for local spend failed", exc_info=True)
 
     def refresh_now(self) -> bool:
         """Fetch now on this thread (for tools and tests); True when rules were loaded."""
@@ -311,60 +319,18 @@ class Refresher:
             logger.warning("Enforcement rules file not used (%s); keeping the rules held", reason)
         self._last_error = reason
 
-    def _share_with_host(self, interval: float) -> Optional[float]:
-        """Decide, under the host lock, whether this process fetches now.
+    def _share_with_host(self, host: HostShare, interval: float) -> Optional[float]:
+        """The delay before the next refresh when the host's share says not to fetch now.
 
-        Returns the delay before the next refresh when it does not (another
-        process fetched within the interval, or holds the lease to fetch),
-        ``None`` when it should fetch: it then holds the lease. Only this
-        decision is under the lock, never the network read, and a lease lasts
-        one interval, so a holder that stops or dies delays the host by at
-        most that. A lock that stays taken for a whole interval (its holder
-        stopped inside this short section) is fetched around.
+        ``None``: fetch (this process holds the lease). Rules another process
+        fetched are adopted from disk; rules that cannot be taken from disk
+        (unreadable, untrusted, replaced meanwhile) are fetched instead:
+        adoption only ever saves a request.
         """
-        mirror = self.mirror
-        assert mirror is not None
-        now = self._clock()
-        if self._self_fetch_due is None:
-            self._self_fetch_due = now + SELF_FETCH_EVERY * interval
-        meta: Optional[SnapshotMeta] = None
-        with mirror.locked(timeout=0.5) as held:
-            if held:
-                self._lock_missed_since = None
-                meta = mirror.load_meta()
-                wall = self._wall_clock()
-                if not self._recent_elsewhere(meta, interval, wall, now):
-                    if meta is not None and meta.lease_holder_alive(wall, interval):
-                        return self.schedule.lock_busy(interval)  # read the fetcher's result
-                    mirror.claim(meta, now=wall)
-                    return None
-        if held is None:
-            return None  # no lock can be had here (an unwritable directory): fetch alone
-        if not held:
-            if self._lock_missed_since is None:
-                self._lock_missed_since = now
-            if now - self._lock_missed_since < interval:
-                return self.schedule.lock_busy(interval)
-            logger.debug("The host's fetch lock has been held for an interval; fetching anyway")
-            return None
-        assert meta is not None
-        # Rules that cannot be taken from disk (unreadable, untrusted, replaced
-        # meanwhile) are fetched instead: adoption only ever saves a request.
-        return self.schedule.next_poll(interval) if self._adopt(meta) else None
-
-    def _recent_elsewhere(
-        self, meta: Optional[SnapshotMeta], interval: float, wall: float, now: float
-    ) -> bool:
-        """Whether ``meta`` records another process's fetch within the interval, still on disk."""
-        if meta is None or meta.pid == os.getpid():
-            return False
-        if self._self_fetch_due is not None and now >= self._self_fetch_due:
-            return False  # adopted long enough: this process asks the feed itself
-        age = meta.age(wall)
-        if age is None or age >= min(interval, CACHE_TTL):
-            return False
-        assert self.mirror is not None
-        return meta.rules_file is not None and meta.rules_file == self.mirror.rules_file()
+        decision = host.decide(interval)
+        if decision is None or isinstance(decision, float):
+            return decision
+        return self.schedule.next_poll(interval) if self._adopt(decision) else None
 
     def _adopt(self, meta: SnapshotMeta) -> bool:
         """Take the rules another process of this host fetched within the interval.
@@ -388,7 +354,8 @@ class Refresher:
 
     def _fetch_and_install(self, interval: float) -> float:
         self._last_attempt_at = self._wall_clock()
-        self._self_fetch_due = self._clock() + SELF_FETCH_EVERY * interval
+        if self._host is not None:
+            self._host.fetching(interval)
         before = self._current()
         etag = self._etag if before is not None else None
         result = self.feed().fetch_rules(
@@ -491,8 +458,8 @@ class Refresher:
         self._feed_lock = threading.Lock()
         self._feed = None  # the parent's connection pool: neither ours to use nor to close
         self.poller.after_fork_in_child()
-        self._self_fetch_due = None
-        self._lock_missed_since = None
+        if self._host is not None:
+            self._host.after_fork_in_child()
 
 
 def _configuration_problem(settings: Settings) -> Optional[tuple[Any, ...]]:

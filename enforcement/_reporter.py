@@ -30,7 +30,7 @@ from ._callfacts import extract_subscriber, normalize_email
 from ._dispatch import Dispatcher
 from ._errors import BudgetExceededError
 from ._events import Decision, Listener, caller_digests
-from ._ruleset import CompiledRule, Notice, RuleSet
+from ._ruleset import CompiledRule, Notice, RuleSet, Verdict
 
 __all__ = ["COUNTERS", "Reporter"]
 
@@ -107,6 +107,21 @@ class Reporter:
         logger.warning(message, *args)
 
     # -- what verdicts noticed -------------------------------------------------
+
+    def report(
+        self,
+        ruleset: RuleSet,
+        verdict: Verdict,
+        metadata: Optional[Mapping[str, Any]],
+        model: Any,
+        provider: Any,
+        now: float,
+    ) -> None:
+        """Log, count and tell the listeners what one verdict noticed and refused."""
+        if verdict.notices:
+            self.hear(ruleset, verdict.notices, metadata, model, provider, now)
+        if verdict.error is not None:
+            self.blocked(verdict.error, metadata, model, provider, now)
 
     def hear(
         self,

@@ -39,7 +39,7 @@ from ._errors import BudgetExceededError
 from ._ledger import Bucket, Hold, HostLedger, Ledger, LedgerUnavailable, ProcessLedger, fits
 from ._mirror import snapshot_scope
 from ._prices import PriceTable
-from ._ruleset import Account, Notice, RuleSet
+from ._ruleset import Account, Notice, RuleSet, Verdict
 from ._settings import Settings
 from ._usage import Estimate, Usage
 from ._wire import Payload, coerce_float
@@ -156,17 +156,28 @@ class LocalSpend:
         compiled_at = payload.compiled_at
         self._since = compiled_at if compiled_at is not None else self._wall_clock()
 
+    def prepare(self, ruleset: RuleSet) -> None:
+        """On the poller thread: index the rules for accrual and import the price table."""
+        ruleset.prepare_accounts()
+        self.prices.preload()
+
     # -- before the call ---------------------------------------------------------------
 
-    def over(self, ruleset: RuleSet, facts: CallFacts, now: float) -> Optional[BudgetExceededError]:
-        """The refusal local spend alone gives a call (nothing held): for a plain check."""
-        for account in ruleset.accounts(facts, now):
-            if not account.blocks or account.shadow:
-                continue
-            bucket = self._bucket(account, now)
-            local = self._spent(bucket, now)
-            if local is not None and not fits(local, bucket.limit, bucket.inclusive):
-                return self._refusal(account, local)
+    def over(self, ruleset: RuleSet, facts: CallFacts, now: float) -> Optional[Verdict]:
+        """The refusal local spend alone gives a call (nothing held): for a plain check.
+
+        Never raises: a failure here lets the call through, as the server's verdict would.
+        """
+        try:
+            for account in ruleset.accounts(facts, now):
+                if not account.blocks or account.shadow:
+                    continue
+                bucket = self._bucket(account, now)
+                local = self._spent(bucket, now)
+                if local is not None and not fits(local, bucket.limit, bucket.inclusive):
+                    return Verdict(self._refusal(account, local), ())
+        except Exception:
+            logger.debug("Local spend check failed unexpectedly; letting it through", exc_info=True)
         return None
 
     def hold(
@@ -175,14 +186,32 @@ class LocalSpend:
         facts: CallFacts,
         estimate: Optional[Callable[[], Estimate]],
         now: float,
-        notices: list[Notice],
-    ) -> Union[Held, BudgetExceededError, None]:
+    ) -> tuple[Optional[Held], Optional[Verdict]]:
         """Hold the call's worst case on every rule that covers it.
 
-        Returns the :class:`Held` to settle, the refusal when a blocking rule
-        has no room for it, or ``None`` when no rule accrues the call. What
-        non-blocking and shadow rules would say is appended to ``notices``.
+        Returns the :class:`Held` to settle (``None`` when no rule accrues the
+        call) and what the hold noticed: the refusal when a blocking rule has
+        no room for it, what non-blocking and shadow rules would say. Never
+        raises: a failure here lets the call through unheld.
         """
+        notices: list[Notice] = []
+        try:
+            held = self._hold(ruleset, facts, estimate, now, notices)
+        except Exception:
+            logger.debug("Holding a call's spend failed; letting it through", exc_info=True)
+            return None, None
+        error = held if isinstance(held, BudgetExceededError) else None
+        verdict = Verdict(error, tuple(notices)) if error is not None or notices else None
+        return (held if isinstance(held, Held) else None), verdict
+
+    def _hold(
+        self,
+        ruleset: RuleSet,
+        facts: CallFacts,
+        estimate: Optional[Callable[[], Estimate]],
+        now: float,
+        notices: list[Notice],
+    ) -> Union[Held, BudgetExceededError, None]:
         accounts = ruleset.accounts(facts, now)
         if not accounts:
             return None
@@ -197,10 +226,10 @@ class LocalSpend:
         ]
         for ledger, result in self._reserve(admitting, amounts, now):
             if isinstance(result, Bucket):
-                account = accounts[admitting.index(result)]
+                index = admitting.index(result)
                 local = self._spent(result, now) or 0.0
                 self.refused += 1
-                return self._refusal(account, local + amounts[admitting.index(result)])
+                return self._refusal(accounts[index], local + amounts[index])
             self._notice_non_blocking(accounts, buckets, ledger, now, notices)
             with self._lock:
                 self.holds += 1
