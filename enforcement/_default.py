@@ -1,8 +1,12 @@
 """The module-level functions and the default engine they share.
 
+This is the one piece of module-level state: :class:`_Default` holds the
+default engine, how it was built, and the listeners added with
+:func:`add_listener`, which every engine it builds inherits.
+
 The default engine is built from ``os.environ`` on first use. If the
-variables that say *whose* rules to enforce change (team, key, addresses,
-cache directory), the next call builds a new engine for the new identity and
+variables that say *whose* rules to enforce change (team, key, the two base
+URLs), the next call builds a new engine for the new identity and
 stops the old one, as the reference SDK drops another team's rules.
 """
 

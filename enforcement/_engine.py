@@ -22,6 +22,7 @@ settlement after it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -30,8 +31,8 @@ from typing import Any, Callable, Optional
 
 import httpx
 
+from . import _inspection as inspection
 from ._callfacts import CallFacts
-from ._decision_log import DecisionLog
 from ._errors import BudgetExceededError, EnforcementUnavailableError
 from ._events import Listener
 from ._fork import renew_after_fork
@@ -44,7 +45,7 @@ from ._settings import Settings, Switches
 from ._spend import LocalSpend
 from ._status import EngineStatus, Explanation
 from ._usage import Estimate, Spend
-from ._wire import Payload
+from ._wire import Payload, parse_payload
 
 __all__ = ["Engine", "EngineStatus", "Explanation"]
 
@@ -119,10 +120,7 @@ class Engine:
             clock=clock,
             wall_clock=wall_clock,
         )
-        if self.settings.decision_log:
-            reporter.add_listener(
-                DecisionLog(self.settings.decision_log, salt=self.settings.team_id)
-            )
+        reporter.log_decisions_to(self.settings.decision_log)
         renew_after_fork(self)
 
     # -- the hot path --------------------------------------------------------
@@ -186,9 +184,12 @@ class Engine:
         provider: Optional[str] = None,
     ) -> None:
         """:meth:`check` for coroutines: the one-time snapshot read runs off the event loop."""
+        await self._start_off_the_loop()
+        self.check(usage_metadata, model=model, provider=provider)
+
+    async def _start_off_the_loop(self) -> None:
         if not self._refresher.started and not self._off():
             await asyncio.get_running_loop().run_in_executor(None, self._refresher.start)
-        self.check(usage_metadata, model=model, provider=provider)
 
     def begin(
         self,
@@ -219,18 +220,28 @@ class Engine:
                 raise verdict.error
         return held
 
+    async def abegin(
+        self,
+        usage_metadata: Optional[Mapping[str, Any]] = None,
+        *,
+        model: Optional[str] = None,
+        provider: Optional[str] = None,
+        estimate: Optional[Callable[[], Estimate]] = None,
+    ) -> Optional[Spend]:
+        """:meth:`begin` for coroutines: the one-time snapshot read runs off the event loop."""
+        await self._start_off_the_loop()
+        return self.begin(usage_metadata, model=model, provider=provider, estimate=estimate)
+
     # -- installing rule sets -------------------------------------------------
 
     def _install(self, payload: Payload, source: str) -> RuleSet:
         """Compile and swap in ``payload``; a new generation only when it changed."""
+        if self._spend is not None:
+            self._spend.observe(payload)  # the same rules compiled later are a later cut-off
         current = self._ruleset
         candidate = RuleSet(payload, self._generation + 1)
-        if current is not None and _same_payload(current, candidate):
-            if self._spend is not None:
-                self._spend.observe(payload)  # the same rules, compiled later: a later cut-off
+        if current is not None and current.payload == candidate.payload:
             return current
-        if self._spend is not None:
-            self._spend.observe(payload)
         self._generation += 1
         self._ruleset = candidate
         self._source = source
@@ -246,8 +257,6 @@ class Engine:
 
         Raises :class:`ValueError` for a body that is not a rules payload.
         """
-        from ._wire import parse_payload
-
         self._install(parse_payload(payload), "local")
         self._fresh_until = float("inf")
         self._refresher.started = True
@@ -255,13 +264,9 @@ class Engine:
     def _after_fork_in_child(self) -> None:
         """In a forked child (see ``_fork``): fresh locks, no parent poller, a refresh due.
 
-        Any lock may have been held at the fork by a thread of the parent
-        that does not exist here (the first call's snapshot load under the
-        start lock, the poller building its HTTP client), and would then be
-        held for ever. The inherited rules stay, as the last good verdict,
-        but unless they were loaded by hand they count as stale: the child's
-        next check starts the child's own poller and wakes it, however fresh
-        the parent's cache was.
+        The inherited rules stay, as the last good verdict, but unless they
+        were loaded by hand they count as stale: the child's next check
+        starts its own poller, however fresh the parent's cache was.
         """
         self._refresher.after_fork_in_child()
         self._reporter.after_fork_in_child()
@@ -312,6 +317,8 @@ class Engine:
                     error = EnforcementUnavailableError(UNINITIALIZED_MESSAGE)
             else:
                 verdict = ruleset.evaluate(facts, self._wall_clock())
+                if verdict is None and self._spend is not None:
+                    verdict = self._spend.over(ruleset, facts, self._wall_clock())
                 error = verdict.error if verdict is not None else None
         if ruleset is not None:
             rules = ruleset.explain(facts, self._wall_clock())
@@ -341,13 +348,7 @@ class Engine:
             generation=self._generation,
             rule_count=len(ruleset) if ruleset else 0,
             tripped_count=len(ruleset.active) if ruleset else 0,
-            last_attempt_at=record.last_attempt_at,
-            last_success_at=record.last_success_at,
-            last_error=record.last_error,
-            consecutive_failures=record.consecutive_failures,
-            etag=record.etag,
-            poller_alive=record.poller_alive,
-            snapshot_path=record.snapshot_path,
+            **dataclasses.asdict(record),
             counters=self.stats(),
             local_spend=self._spend.describe() if self._spend is not None else None,
             installed_at=self._installed_at,
@@ -367,17 +368,11 @@ class Engine:
 
     def fetch_enforcement_rule(self, rule_id: str) -> Optional[dict[str, Any]]:
         """One rule as the server compiled it now, uncached; ``None`` if absent or unreachable."""
-        if not rule_id:
-            raise ValueError("rule_id is required to read a single enforcement rule")
-        rules = self._inspect_rules({"ruleId": rule_id})
-        return rules[0] if rules and isinstance(rules[0], dict) else None
+        return inspection.one_rule(self._refresher, rule_id)
 
     def fetch_advisory_budgets(self) -> Optional[list[dict[str, Any]]]:
         """The team's notify-only budgets (``source`` ANOMALY), uncached; never enforced."""
-        rules = self._inspect_rules({"include": "advisory"})
-        if rules is None:
-            return None
-        return [r for r in rules if isinstance(r, dict) and r.get("source") == "ANOMALY"]
+        return inspection.advisory_budgets(self._refresher)
 
     def fetch_enforcement_rule_roster(
         self,
@@ -388,24 +383,7 @@ class Engine:
         band: Optional[str] = None,
     ) -> Optional[dict[str, Any]]:
         """Who one rule covers now, with their spend and band; uncached."""
-        if not rule_id:
-            raise ValueError("rule_id is required to read an enforcement rule roster")
-        params: dict[str, Any] = {"ruleId": rule_id, "page": page, "size": size}
-        if search:
-            params["search"] = search
-        if band:
-            params["band"] = band
-        body = self._refresher.inspect("/roster", params)
-        return body if isinstance(body, dict) else None
-
-    def _inspect_rules(self, params: dict[str, Any]) -> Optional[list[Any]]:
-        body = self._refresher.inspect("", params)
-        if isinstance(body, list):
-            return body
-        if isinstance(body, dict):
-            rules = body.get("rules", [])
-            return rules if isinstance(rules, list) else None
-        return None
+        return inspection.roster(self._refresher, rule_id, page, size, search, band)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -430,14 +408,3 @@ class Engine:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _same_payload(current: RuleSet, candidate: RuleSet) -> bool:
-    a, b = current.payload, candidate.payload
-    return (
-        a.rules == b.rules
-        and a.blocks == b.blocks
-        and a.balances == b.balances
-        and a.warnings == b.warnings
-        and a.candidates == b.candidates
-    )

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
 from ._callfacts import extract_subscriber, normalize_email
+from ._decision_log import DecisionLog
 from ._dispatch import Dispatcher
 from ._errors import BudgetExceededError
 from ._events import Decision, Listener, caller_digests
@@ -77,6 +78,11 @@ class Reporter:
         inline = getattr(listener, "on_caller_thread", None)
         if callable(inline):
             self._inline = (*self._inline, inline)
+
+    def log_decisions_to(self, path: Optional[str]) -> None:
+        """``REVENIUM_CB_DECISION_LOG``: every decision as a JSON line in ``path`` (none: off)."""
+        if path:
+            self.add_listener(DecisionLog(path, salt=self.team_id))
 
     def remove_listener(self, listener: Listener) -> None:
         self.dispatcher.remove(listener)

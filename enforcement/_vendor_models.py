@@ -13,7 +13,7 @@ from types import MappingProxyType
 
 __all__ = ["SERVED_BY_ALIAS"]
 
-_XAI_SHORT_NAMES: dict[str, str] = {
+_XAI_SHORT_NAMES: Mapping[str, str] = {
     "grok-4.20-0309-non-reasoning": """
         grok-4.20-non-reasoning grok-4.20-non-reasoning-latest grok-4.20-beta-non-reasoning
         grok-4.20-beta-latest-non-reasoning grok-4.20-experimental-beta-0304-non-reasoning

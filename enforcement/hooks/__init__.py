@@ -13,6 +13,7 @@ which engine the hooks ask.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import Optional
 
 from .._engine import Engine
@@ -21,7 +22,7 @@ from ._base import HookStatus, Instrumentor, set_hooked_engine
 __all__ = ["PROVIDERS", "HookStatus", "hook_status", "instrument", "uninstrument"]
 
 #: provider name -> module of ours that defines ``INSTRUMENTOR``.
-PROVIDERS: dict[str, str] = {
+PROVIDERS: Mapping[str, str] = {
     "openai": "enforcement.hooks.openai",
     "anthropic": "enforcement.hooks.anthropic",
     "google-genai": "enforcement.hooks.google_genai",
