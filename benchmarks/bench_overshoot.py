@@ -211,9 +211,34 @@ def _load(impl: str) -> tuple[type[BaseException], Any]:
     return enforcement.BudgetExceededError, enforcement
 
 
+def _wait_for_rules(impl: str, timeout: float = 15.0) -> None:
+    """Start the loop from loaded rules, as a restarted process does from its disk snapshot.
+
+    The cache directory starts empty here, so without this the first calls
+    of each worker would run before the first fetch, unjudged by either
+    implementation: that is start-up, not the runaway loop being measured.
+    """
+    deadline = time.time() + timeout
+    if impl == "reference":
+        from revenium_middleware._core import enforcement as reference
+
+        reference._ensure_poller_running()
+        while not reference._cache_initialized and time.time() < deadline:
+            time.sleep(0.02)
+        return
+    import enforcement
+
+    engine = enforcement.default_engine()
+    engine.check()
+    while not engine.status().loaded and time.time() < deadline:
+        time.sleep(0.02)
+
+
 def worker_main(args: argparse.Namespace) -> None:
     refused_type, _ = _load(args.impl)
     import openai
+
+    _wait_for_rules(args.impl)
 
     client = openai.OpenAI(base_url=args.provider_url + "/v1", api_key="sk-test", max_retries=0)
     deadline = time.time() + args.duration

@@ -64,6 +64,8 @@ SLOT_SECONDS = 0.1
 MAX_SLOTS = 64
 #: Hostile metadata could mint a bucket per call: beyond this many, the soonest to expire go.
 MAX_BUCKETS = 100_000
+#: The least a reservation asks the store for, so a hold of nothing is granted while unbreached.
+MIN_ASK = 1e-9
 #: Float sums of cents are not exact (100 x 0.01 != 1.0); a breach needs more than noise.
 RELATIVE_TOLERANCE = 1e-9
 
@@ -567,7 +569,9 @@ class LeasedLedger(AccountLedger):
                 for bucket, amount in zip(short.buckets, short.amounts):
                     account = self._book.open(bucket, now)
                     if not account.admits(bucket, amount):  # no other thread leased meanwhile
-                        plan.append((account, self._settlement(account, bucket, amount, now)))
+                        # A hold of nothing (an unpriced call) still asks: granted while unbreached.
+                        ask = max(amount, MIN_ASK)
+                        plan.append((account, self._settlement(account, bucket, ask, now)))
             grants = self._settle(plan, now) if plan else []
         if grants is None:
             raise LedgerUnavailable(self.scope, self._last_error or "store failed")

@@ -244,7 +244,7 @@ class LocalSpend:
     ) -> list[tuple[Ledger, Union[Hold, Bucket]]]:
         """The first ledger's answer that can give one; a failing shared ledger is skipped."""
         for index, ledger in enumerate(self._ledgers):
-            if now < self._skip_until[index]:
+            if now < self._skip_until[index] or not getattr(ledger, "healthy", True):
                 continue
             try:
                 result = ledger.reserve(buckets, amounts, now)
@@ -421,13 +421,13 @@ class LocalSpend:
         ledgers = []
         for index, ledger in enumerate(self._ledgers):
             info: dict[str, Any] = dict(ledger.describe())
-            info["error"] = self._errors[index] or info.get("error")
+            info["error"] = self._errors[index] or info.get("last_error") or info.get("error")
             ledgers.append(info)
         in_use = next(
             (
                 ledger.scope
                 for index, ledger in enumerate(self._ledgers)
-                if self._errors[index] is None
+                if self._errors[index] is None and getattr(ledger, "healthy", True)
             ),
             "process",
         )

@@ -29,6 +29,7 @@ import pytest
 from _support import FAST, FUTURE, blocks, breached, wait_until
 
 import enforcement
+import enforcement._default
 from enforcement import Engine
 from enforcement._mirror import Mirror
 from enforcement._wire import parse_payload

@@ -130,3 +130,56 @@ def test_an_outage_raises_only_ledger_unavailable_and_recovers(server: RedisServ
 def test_a_password_never_shows_in_describe() -> None:
     assert redacted("redis://user:secret@h:6379/0") == "redis://user:***@h:6379/0"
     assert redacted("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_an_engine_falls_back_to_the_hosts_ledger_when_redis_fails_and_says_so(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    from enforcement import BudgetExceededError, Engine
+    from enforcement._prices import PriceTable
+    from enforcement._usage import Estimate, Usage
+    from enforcement.testing import RulesServer, make_rule
+
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    with RulesServer() as rules:
+        rules.set_rules([make_rule(1, "fleet cap", threshold=1.0)])
+        environ = {
+            **rules.env(),
+            "REVENIUM_CIRCUIT_BREAKER_ENABLED": "true",
+            "REVENIUM_CACHE_DIR": str(cache),
+            "REVENIUM_CB_LEDGER_URL": server.url,
+        }
+        prices = PriceTable(overrides={"m": {"input": 1.0, "output": 1.0}}, use_table=False)
+        with Engine(environ=environ, prices=prices) as engine:
+            assert engine.refresh()
+
+            def call() -> None:
+                spend = engine.begin(model="m", provider="openai", estimate=lambda: Estimate(0, 0))
+                assert spend is not None
+                spend.settle(Usage(100_000, 0))  # $0.10
+
+            call()
+            status = engine.status().local_spend
+            assert status is not None and status["ledger"] == "redis"
+            server.stop()
+            call()  # the outage costs no call: this one is held on the allowance leased already
+
+            def redis_unhealthy() -> bool:
+                spend = engine.status().local_spend
+                return spend is not None and spend["ledgers"][0]["healthy"] is False
+
+            assert eventually(redis_unhealthy, 10.0)  # the background flush found it down
+            call()
+            status = engine.status().local_spend
+            assert status is not None and status["ledger"] == "host"
+            redis_row = status["ledgers"][0]
+            assert redis_row["error"]  # why it is not used, e.g. "Connection refused"
+            for _ in range(20):
+                try:
+                    call()
+                except BudgetExceededError as refused:
+                    assert refused.source == "local"
+                    break
+            else:
+                raise AssertionError("the host's ledger never refused")
