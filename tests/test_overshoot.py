@@ -15,8 +15,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 BENCH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks", "bench_overshoot.py")
 THREADS = 4
 CALL_COST = 0.01
