@@ -54,6 +54,7 @@ _DEFAULT_OUTPUT_LIMIT = 4096  # output tokens held for a token metric when nothi
 _BLOCK_PREFIX = "Request blocked by Revenium enforcement rule: "
 _UNLIMITED = math.inf
 _RECENT_BUCKETS = 256
+_BUCKET_CACHE_SIZE = 4096
 
 
 def _digest(entry: str) -> str:
@@ -64,7 +65,17 @@ def _digest(entry: str) -> str:
 class Held:
     """One admitted call's hold; :meth:`settle` it exactly once."""
 
-    __slots__ = ("_accounts", "_hold", "_ledger", "_model", "_provider", "_settled", "_spend")
+    __slots__ = (
+        "_accounts",
+        "_amounts",
+        "_buckets",
+        "_hold",
+        "_ledger",
+        "_model",
+        "_provider",
+        "_settled",
+        "_spend",
+    )
 
     def __init__(
         self,
@@ -72,6 +83,8 @@ class Held:
         ledger: Ledger,
         hold: Hold,
         accounts: tuple[Account, ...],
+        buckets: list[Bucket],
+        amounts: list[float],
         model: Optional[str],
         provider: Optional[str],
     ) -> None:
@@ -79,6 +92,8 @@ class Held:
         self._ledger = ledger
         self._hold = hold
         self._accounts = accounts
+        self._buckets = buckets
+        self._amounts = amounts
         self._model = model
         self._provider = provider
         self._settled = False
@@ -110,6 +125,9 @@ class LocalSpend:
         self._wall_clock = wall_clock
         self._since = 0.0
         self._lock = threading.Lock()
+        # Buckets by (rule, entry, server figure): emptied by each new cut-off.
+        self._bucket_cache: dict[tuple[Any, str, float], Bucket] = {}
+        self._payload: Optional[Payload] = None
         # The buckets calls were held on lately, for status(): bounded, oldest forgotten.
         self._recent: dict[str, tuple[Account, Bucket]] = {}
         self.holds = 0
@@ -117,7 +135,8 @@ class LocalSpend:
         self.settled = 0
         self.unpriced = 0
         self.refused = 0
-        # True once anything was held: until then a plain check has no local view to consult.
+        # True once a settled call may have breached a rule locally (see _note_overrun):
+        # until then a plain check has nothing local to consult.
         self.active = False
 
     @classmethod
@@ -154,7 +173,13 @@ class LocalSpend:
     def observe(self, payload: Payload) -> None:
         """A payload arrived (new or the same): spend before its ``compiledAt`` stops counting."""
         compiled_at = payload.compiled_at
-        self._since = compiled_at if compiled_at is not None else self._wall_clock()
+        since = compiled_at if compiled_at is not None else self._wall_clock()
+        if since != self._since:
+            self._since = since
+            self.active = False
+        if payload is not self._payload:  # new rules or a later cut-off: new buckets
+            self._payload = payload
+            self._bucket_cache = {}
 
     def prepare(self, ruleset: RuleSet) -> None:
         """On the poller thread: index the rules for accrual and import the price table."""
@@ -234,9 +259,8 @@ class LocalSpend:
             with self._lock:
                 self.holds += 1
                 self.open_holds += 1
-                self.active = True
                 self._remember(accounts, buckets)
-            return Held(self, ledger, result, accounts, model, provider)
+            return Held(self, ledger, result, accounts, buckets, amounts, model, provider)
         return None
 
     def _reserve(
@@ -301,11 +325,28 @@ class LocalSpend:
                 self._actual(account.metric, usage, held._model, held._provider)
                 for account in held._accounts
             ]
-            held._ledger.commit(held._hold, actual, self._wall_clock())
+            now = self._wall_clock()
+            held._ledger.commit(held._hold, actual, now)
             with self._lock:
                 self.settled += 1
+            if not self.active:
+                self._note_overrun(held, actual, now)
         except Exception:
             logger.debug("Could not settle a call's spend", exc_info=True)
+
+    def _note_overrun(self, held: Held, actual: list[float], now: float) -> None:
+        """A call that cost more than its hold may have breached a rule: plain checks look again.
+
+        A call that cost no more than it held cannot: its hold fitted. So a
+        plain :meth:`Engine.check` consults local spend only after such an
+        overrun, until the next payload.
+        """
+        for bucket, amount, cost in zip(held._buckets, held._amounts, actual):
+            if cost > amount:
+                used, holding = held._ledger.spent(bucket, now)
+                if not fits(used + holding, bucket.limit, bucket.inclusive):
+                    self.active = True
+                    return
 
     # -- amounts -----------------------------------------------------------------------
 
@@ -356,6 +397,16 @@ class LocalSpend:
     # -- buckets -----------------------------------------------------------------------
 
     def _bucket(self, account: Account, now: float) -> Bucket:
+        """The ledger's account for ``account``, built once per rule, entry and server figure."""
+        cache_key = (account.rule, account.entry, account.base)
+        bucket = self._bucket_cache.get(cache_key)
+        if bucket is None:
+            if len(self._bucket_cache) >= _BUCKET_CACHE_SIZE:
+                self._bucket_cache.clear()
+            bucket = self._bucket_cache[cache_key] = self._new_bucket(account, now)
+        return bucket
+
+    def _new_bucket(self, account: Account, now: float) -> Bucket:
         rule = account.rule
         since = coerce_float(rule.raw.get("compiledAt"))
         if since is None or not math.isfinite(since):
