@@ -283,6 +283,9 @@ class Engine:
         are dropped and counted (``status().counters["listener_dropped"]``).
         """
         self._reporter.add_listener(listener)
+        if self._reporter.check_timers and "check" not in self.__dict__:
+            # A latency-recording listener (OpenTelemetry): time a sample of checks.
+            self.check = self._reporter.sampled(Engine.check.__get__(self))  # type: ignore[method-assign]
 
     def remove_listener(self, listener: Listener) -> None:
         self._reporter.remove_listener(listener)

@@ -21,8 +21,10 @@ where decisions are shipped (a log file, OpenTelemetry) is a listener.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
@@ -55,6 +57,8 @@ class Reporter:
         # Listeners that also want a block on the caller's own thread (an
         # OpenTelemetry span event needs the caller's current span).
         self._inline: tuple[Callable[[Decision], None], ...] = ()
+        # Listeners that time checks (``record_check(seconds)``): see :meth:`sampled`.
+        self.check_timers: tuple[Callable[[float], None], ...] = ()
         self._lock = threading.Lock()
         self._warned: set[str] = set()
         self._warned_rules: dict[str, Any] = {}
@@ -78,6 +82,34 @@ class Reporter:
         inline = getattr(listener, "on_caller_thread", None)
         if callable(inline):
             self._inline = (*self._inline, inline)
+        timer = getattr(listener, "record_check", None)
+        if callable(timer):
+            self.check_timers = (*self.check_timers, timer)
+
+    def sampled(self, check: Callable[..., None], every: int = 64) -> Callable[..., None]:
+        """``check``, timing one call in ``every`` for the listeners that record latency.
+
+        Installed only once such a listener is added, so an engine without one
+        pays nothing; with one, the untimed calls pay a counter.
+        """
+        ticks = itertools.count()
+        timers = self
+
+        def timed_check(*args: Any, **kwargs: Any) -> None:
+            if next(ticks) % every:
+                return check(*args, **kwargs)
+            start = time.perf_counter()
+            try:
+                return check(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - start
+                for timer in timers.check_timers:
+                    try:
+                        timer(elapsed)
+                    except Exception:
+                        logger.debug("A check timer failed", exc_info=True)
+
+        return timed_check
 
     def log_decisions_to(self, path: Optional[str]) -> None:
         """``REVENIUM_CB_DECISION_LOG``: every decision as a JSON line in ``path`` (none: off)."""

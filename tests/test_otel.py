@@ -134,3 +134,35 @@ def test_as_a_listener_on_the_dispatcher_thread(
     (point,) = metric_points(reader, "enforcement.decisions")
     assert point.value == 25
     assert dispatcher.failed == 0
+
+
+def test_an_engine_with_the_sink_counts_decisions_times_a_sample_and_marks_the_span(
+    sink: OpenTelemetrySink, reader: InMemoryMetricReader
+) -> None:
+    from enforcement import BudgetExceededError, Engine
+    from enforcement.testing import make_rule
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    environ = {"REVENIUM_CIRCUIT_BREAKER_ENABLED": "true", "REVENIUM_CACHE_DIR": "off"}
+    with Engine(environ=environ) as engine:
+        engine.load_payload([make_rule(1, "cap", breached=True, shadow_mode=True)])
+        engine.add_listener(sink)
+        for _ in range(200):
+            engine.check(model="gpt-4o")  # shadow: would block, passes
+        engine.load_payload([make_rule(2, "hard cap", breached=True)])
+        span_of_the_call = provider.get_tracer("test").start_as_current_span("llm call")
+        with span_of_the_call, pytest.raises(BudgetExceededError):
+            engine.check(model="gpt-4o")
+        assert engine.flush_listeners()
+    (latency,) = metric_points(reader, "enforcement.check.duration")
+    assert latency.count == 4  # one check in 64 is timed: 0, 64, 128, 192 of 201
+    counted = {
+        (dict(p.attributes)["kind"], p.value)
+        for p in metric_points(reader, "enforcement.decisions")
+    }
+    assert counted == {("shadow", 200), ("block", 1)}
+    (span,) = exporter.get_finished_spans()
+    assert [event.name for event in span.events] == [SPAN_EVENT_NAME]
+    provider.shutdown()
