@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from enforcement import BudgetExceededError, Engine
 from enforcement._prices import PriceTable
@@ -214,3 +216,63 @@ def test_an_unpriced_model_holds_nothing_but_still_counts_requests(server: Rules
             spend.settle(Usage(10, 10))
         with pytest.raises(BudgetExceededError):
             engine.begin(model="unknown-model", provider="openai")
+
+
+# --------------------------------------------------------------------------- only adds refusals
+
+SUBSCRIBERS = ("alice", "bob", "carol")
+
+
+@st.composite
+def rule_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
+    rules = []
+    for rule_id in range(1, draw(st.integers(1, 4)) + 1):
+        grouped = draw(st.booleans())
+        rules.append(
+            make_rule(
+                rule_id,
+                f"rule {rule_id}",
+                breached=draw(st.booleans()),
+                threshold=draw(st.sampled_from([0.02, 0.05, 1.0])),
+                current_value=draw(st.sampled_from([0.0, 0.01, 0.04])),
+                action=draw(st.sampled_from(["BLOCK", "WARN_ONLY"])),
+                shadow_mode=draw(st.booleans()),
+                metric_type=draw(st.sampled_from(["TOTAL_COST", "REQUEST_COUNT", "ODD"])),
+                group_by="SUBSCRIBER" if grouped else None,
+                group_breakdown=[
+                    {"groupValue": name, "currentValue": 0.01, "breached": draw(st.booleans())}
+                    for name in SUBSCRIBERS[: draw(st.integers(0, 2))]
+                ]
+                if grouped
+                else None,
+            )
+        )
+    return rules
+
+
+@settings(max_examples=40, deadline=None)
+@given(rules=rule_sets(), calls=st.lists(st.sampled_from(SUBSCRIBERS), min_size=1, max_size=12))
+def test_local_spend_only_ever_adds_refusals(rules: list[dict[str, Any]], calls: list[str]) -> None:
+    """Whatever the server says, accrual on refuses at least what accrual off refuses."""
+    environ = {"REVENIUM_CIRCUIT_BREAKER_ENABLED": "true", "REVENIUM_CACHE_DIR": "off"}
+    prices = PriceTable(overrides=PRICES, use_table=False)
+    with (
+        Engine(environ=environ, prices=prices) as on,
+        Engine(environ={**environ, "REVENIUM_CB_LOCAL_ACCRUAL": "off"}) as off,
+    ):
+        on.load_payload(rules)
+        off.load_payload(rules)
+        for subscriber in calls:
+            metadata = {"subscriber": {"id": subscriber}}
+            try:
+                off.check(metadata, model=MODEL, provider="openai")
+                server_refuses = False
+            except BudgetExceededError:
+                server_refuses = True
+            try:
+                spend = on.begin(metadata, model=MODEL, provider="openai", estimate=lambda: WORST)
+            except BudgetExceededError:
+                continue
+            assert not server_refuses, "accrual let through a call the server refuses"
+            if spend is not None:
+                spend.settle(CALL)
