@@ -9,6 +9,7 @@ server counts spend against what that record carries.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, Optional
 
 from ._wire import normalize_email
@@ -62,6 +63,19 @@ def extract_subscriber(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return subscriber
 
 
+def _identity(metadata: Mapping[str, Any]) -> tuple[Any, Any]:
+    """:func:`extract_subscriber`'s choice of id and email, falsy values read as unset."""
+    nested = metadata.get("subscriber")
+    if isinstance(nested, dict):
+        subscriber_id, email = nested.get("id") or None, nested.get("email") or None
+        if subscriber_id is not None or email is not None:
+            return subscriber_id, email
+        credential = nested.get("credential")
+        if credential and isinstance(credential, dict):
+            return None, None  # the nested subscriber is used, and it names nobody
+    return metadata.get("subscriber_id") or None, metadata.get("subscriber_email") or None
+
+
 def _first_set(metadata: Mapping[str, Any], *keys: str) -> Any:
     for key in keys:
         value = metadata.get(key)
@@ -93,13 +107,26 @@ def _with_credential_alias(subscriber: dict[str, Any], alias: Any) -> dict[str, 
     return {**subscriber, "credential": {**credential, "name": alias.strip()}}
 
 
-def _subscriber_id_key(value: Any) -> Optional[str]:
+def _id_key(value: Any) -> Optional[str]:
     """The ``groupValue`` text the server stores for a subscriber id, if any."""
     if isinstance(value, str):
-        return value or None
+        return value[:_SUBSCRIBER_STORED_LENGTH] or None
     if type(value) is int and value != 0:
         return str(value)
     return None
+
+
+def _email_in(raw: Any, keys: AbstractSet[str], emails_among_them: bool) -> bool:
+    """Whether an address, as given or normalized, is one of ``keys``."""
+    if not isinstance(raw, str) or not raw:
+        return False
+    email = raw[:_SUBSCRIBER_STORED_LENGTH]
+    if not emails_among_them and "@" in email:
+        return False
+    if email in keys:
+        return True
+    normalized = email.strip().lower()
+    return bool(normalized) and normalized in keys
 
 
 class CallFacts:
@@ -110,6 +137,7 @@ class CallFacts:
         "_dimension_values",
         "_environ",
         "_group_keys",
+        "_identity",
         "_subscriber",
         "metadata",
         "model",
@@ -130,6 +158,7 @@ class CallFacts:
         self.provider = provider
         self._environ = environ
         self._subscriber: Optional[dict[str, Any]] = None
+        self._identity: Optional[tuple[Any, Any]] = None
         self._credential: Any = _UNSET
         self._dimension_values: Optional[dict[str, Any]] = None
         self._group_keys: Optional[tuple[str, ...]] = None
@@ -139,6 +168,17 @@ class CallFacts:
         if self._subscriber is None:
             self._subscriber = extract_subscriber(self.metadata)
         return self._subscriber
+
+    def identity(self) -> tuple[Any, Any]:
+        """The subscriber's id and email as :func:`extract_subscriber` picks them (``None``: unset).
+
+        Read without building the subscriber dict: grouped rules and
+        department maps ask only this, on every call a tripped rule covers.
+        """
+        identity = self._identity
+        if identity is None:
+            identity = self._identity = _identity(self.metadata)
+        return identity
 
     def group_keys(self) -> tuple[str, ...]:
         """The caller's ``groupValue`` keys in lookup order: one id, then emails.
@@ -150,15 +190,17 @@ class CallFacts:
             keys = self._group_keys = tuple(self._read_group_keys())
         return keys
 
+    def _id_key(self) -> Optional[str]:
+        key = _id_key(self.identity()[0])
+        return key if key is not None else _id_key(self.metadata.get("subscriber_id"))
+
+    def _emails(self) -> tuple[Any, Any]:
+        return self.identity()[1], self.metadata.get("subscriber_email")
+
     def _read_group_keys(self) -> list[str]:
-        subscriber, metadata = self.subscriber, self.metadata
-        keys: list[str] = []
-        for candidate in (subscriber.get("id"), metadata.get("subscriber_id")):
-            key = _subscriber_id_key(_stored(candidate))
-            if key is not None:
-                keys.append(key)
-                break
-        for raw in (subscriber.get("email"), metadata.get("subscriber_email")):
+        key = self._id_key()
+        keys: list[str] = [] if key is None else [key]
+        for raw in self._emails():
             email = _stored(raw)
             if isinstance(email, str) and email:
                 normalized = normalize_email(email)
@@ -167,9 +209,32 @@ class CallFacts:
                 keys.append(email)
         return keys
 
+    def holds_any_key(self, keys: AbstractSet[str], emails_among_them: bool) -> bool:
+        """Whether one of the caller's :meth:`group_keys` is in ``keys``: one set probe per key.
+
+        ``emails_among_them`` is whether any of ``keys`` holds an ``@``; when
+        none does, an address with one cannot match and is not normalized.
+        Written out flat: it runs on every call while anyone is over a
+        grouped cap, and each helper call would cost as much as a probe.
+        """
+        if self._group_keys is not None:
+            return any(key in keys for key in self._group_keys)
+        identity = self._identity
+        if identity is None:
+            identity = self._identity = _identity(self.metadata)
+        subscriber_id, email = identity
+        key = _id_key(subscriber_id)
+        if key is None:
+            key = _id_key(self.metadata.get("subscriber_id"))
+        if key is not None and key in keys:
+            return True
+        return _email_in(email, keys, emails_among_them) or _email_in(
+            self.metadata.get("subscriber_email"), keys, emails_among_them
+        )
+
     def caller_email(self) -> Optional[str]:
         """The normalized address department maps are keyed by: nested wins over flat."""
-        for raw in (self.subscriber.get("email"), self.metadata.get("subscriber_email")):
+        for raw in self._emails():
             email = _stored(raw)
             if isinstance(email, str) and email:
                 return normalize_email(email) or None

@@ -15,7 +15,7 @@ Rows that hold whatever the call are dropped when the rule set is compiled.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Callable, Generic, Optional, TypeVar
 
 from ._callfacts import CallFacts, SubscriberEmail, normalize_email
@@ -27,8 +27,11 @@ __all__ = [
     "CompiledFilters",
     "CoverIndex",
     "compile_filters",
+    "indexable_row",
     "meta_rows_hold",
     "route_rows_hold",
+    "rows_hold",
+    "scan_filters",
 ]
 
 OPERATORS = frozenset({"IS", "IS_NOT", "CONTAINS", "STARTS_WITH", "ENDS_WITH", "IN"})
@@ -225,22 +228,23 @@ _Bucket = tuple[dict[str, list[_Numbered[T]]], list[_Numbered[T]]]
 class CoverIndex(Generic[T]):
     """Rules found by the metadata value their first IS or IN row names.
 
-    A call reads each indexed dimension once and visits only the rules
-    whose row can hold for its value (plus the rules no row indexes), in
-    their original order, so a hundred tripped rules filtered to other
-    organizations cost one dict miss, not a hundred filter walks. The
-    index only narrows: every visited rule is still judged in full.
+    Built from ``(row, rule)`` pairs, ``row`` being the rule's
+    :func:`indexable_row` (``None``: always visited). A call reads each
+    indexed dimension once and visits only the rules whose row can hold for
+    its value (plus the rules no row indexes), in their original order, so a
+    hundred tripped rules filtered to other organizations cost one dict
+    miss, not a hundred filter walks. The index only narrows: every visited
+    rule is still judged in full.
     """
 
     __slots__ = ("_always", "_always_numbered", "_dimensions", "size")
 
-    def __init__(self, items: Iterable[tuple[Optional[CompiledFilters], T]]) -> None:
+    def __init__(self, items: Iterable[tuple[Optional[CompiledFilter], T]]) -> None:
         always: list[_Numbered[T]] = []
         dimensions: dict[str, _Bucket[T]] = {}
         size = 0
-        for number, (filters, item) in enumerate(items):
+        for number, (row, item) in enumerate(items):
             size += 1
-            row = _indexable_row(filters)
             if row is None:
                 always.append((number, item))
                 continue
@@ -250,7 +254,7 @@ class CoverIndex(Generic[T]):
                 by_value.setdefault(key, []).append((number, item))
         self._always_numbered = always
         self._always = tuple(item for _, item in always)
-        self._dimensions = dimensions
+        self._dimensions = tuple((name, *bucket) for name, bucket in dimensions.items())
         self.size = size
 
     def __len__(self) -> int:
@@ -258,14 +262,16 @@ class CoverIndex(Generic[T]):
 
     def candidates(self, facts: CallFacts) -> tuple[T, ...]:
         """The rules that may cover this call, in their original order."""
-        if not self._dimensions:
+        found: Optional[list[_Numbered[T]]] = None
+        for dimension, by_value, every in self._dimensions:
+            hits = _indexed(facts, dimension, by_value, every)
+            if hits:
+                if found is None:
+                    found = [*hits, *self._always_numbered]
+                else:
+                    found.extend(hits)
+        if found is None:
             return self._always
-        found: list[_Numbered[T]] = []
-        for dimension, (by_value, every) in self._dimensions.items():
-            found.extend(_indexed(facts, dimension, by_value, every))
-        if not found:
-            return self._always
-        found.extend(self._always_numbered)
         found.sort(key=_number)
         return tuple(item for _, item in found)
 
@@ -279,28 +285,60 @@ def _indexed(
     dimension: str,
     by_value: dict[str, list[_Numbered[T]]],
     every: list[_Numbered[T]],
-) -> list[_Numbered[T]]:
+) -> Sequence[_Numbered[T]]:
     """The rules of one dimension that this call's value can satisfy."""
     try:
         actual = facts.value(dimension)
     except Exception:
         return every  # a value we cannot read holds, as in a filter walk
     if actual is None:
-        return []
-    if not isinstance(actual, str):
-        return every
-    if isinstance(actual, SubscriberEmail):
-        actual = normalize_email(actual)
-    return by_value.get(actual, [])
+        return _NONE
+    if type(actual) is not str:
+        if not isinstance(actual, str):
+            return every
+        if isinstance(actual, SubscriberEmail):
+            actual = normalize_email(actual)
+    return by_value.get(actual, _NONE)
 
 
-def _indexable_row(filters: Optional[CompiledFilters]) -> Optional[CompiledFilter]:
+_NONE: tuple[Any, ...] = ()
+
+
+def indexable_row(filters: Optional[CompiledFilters]) -> Optional[CompiledFilter]:
+    """The row a :class:`CoverIndex` files a rule under: its first indexable metadata row."""
     if filters is None:
         return None
     for row in filters.meta:
         if row.index_keys() is not None:
             return row
     return None
+
+
+def scan_filters(raw: Any) -> tuple[Optional[list[CompiledFilter]], Optional[CompiledFilter]]:
+    """A rule's model and provider rows and its :func:`indexable_row`, from the wire form.
+
+    What local accrual needs to file a rule, without compiling the rest of
+    it: the same rows :func:`compile_filters` would keep, the others parsed
+    when a call first reaches the rule.
+    """
+    if not isinstance(raw, list) or not raw:
+        return None, None
+    route: Optional[list[CompiledFilter]] = None
+    indexed: Optional[CompiledFilter] = None
+    for entry in raw:
+        row = _compile_row(entry)
+        if row is None:
+            continue
+        if row.dimension in _ROUTE_DIMENSIONS:
+            route = [row] if route is None else [*route, row]
+        elif indexed is None and row.index_keys() is not None:
+            indexed = row
+    return route, indexed
+
+
+def rows_hold(rows: list[CompiledFilter], facts: CallFacts) -> bool:
+    """Whether every one of ``rows`` holds; anything unexpected keeps the rule applying."""
+    return _all_hold(rows, facts)
 
 
 def route_rows_hold(filters: Optional[CompiledFilters], facts: CallFacts) -> bool:

@@ -34,12 +34,13 @@ import math
 import threading
 from typing import Any, Callable, Optional, Union
 
+from ._accounts import Account
 from ._callfacts import CallFacts
 from ._errors import BudgetExceededError
 from ._ledger import Bucket, Hold, HostLedger, Ledger, LedgerUnavailable, ProcessLedger, fits
 from ._mirror import snapshot_scope
 from ._prices import PriceTable
-from ._ruleset import Account, Notice, RuleSet, Verdict
+from ._ruleset import Notice, RuleSet, Verdict
 from ._settings import Settings
 from ._usage import Estimate, Usage
 from ._wire import Payload, coerce_float

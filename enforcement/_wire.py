@@ -11,8 +11,10 @@ never replaces the rules already held.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -22,9 +24,16 @@ __all__ = [
     "Candidate",
     "Payload",
     "PayloadError",
+    "action_blocks",
+    "can_trip",
     "coerce_float",
+    "deny_message",
+    "group_index",
+    "is_department_rule",
+    "iso_utc",
     "normalize_email",
     "parse_payload",
+    "parse_window_end",
     "rules_fingerprint",
 ]
 
@@ -207,3 +216,103 @@ def coerce_candidates(raw: Any) -> dict[str, list[Candidate]]:
         if usable:
             candidates[email] = usable
     return candidates
+
+
+# -- a rule's fields, read once when a rule set compiles ----------------------------
+
+_DEPARTMENT_ID_KEYS = ("departmentId", "orgUnitId")
+_DEPARTMENT_GROUPS = frozenset({"DEPARTMENT", "ORG_UNIT"})
+_WINDOW_END = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?([+-]\d{2}:\d{2})?")
+
+
+def parse_window_end(raw: Any) -> Optional[float]:
+    """``windowEnd`` as epoch seconds; ``None`` (never ends) when absent or unreadable.
+
+    ISO-8601 with up to nine fraction digits, ``Z`` or an offset and maybe a
+    ``[Zone]`` suffix, read as UTC without an offset; or epoch seconds, which
+    the reference SDK ignores (CONTRACT §7). An integer past float range
+    (``10**400`` is valid JSON) is unreadable, as the reference has it: no end.
+    """
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        try:
+            return float(raw) if raw == raw else None
+        except OverflowError:
+            return None
+    if not isinstance(raw, str):
+        return None
+    try:
+        text = raw.strip().split("[", 1)[0]
+        if text[-1:] in ("Z", "z"):
+            text = text[:-1] + "+00:00"
+        match = _WINDOW_END.fullmatch(text)
+        if match is None:
+            return None
+        seconds, fraction, offset = match.groups()
+        parsed = datetime.datetime.fromisoformat(
+            f"{seconds}.{(fraction or '')[:6].ljust(6, '0')}{offset or ''}"
+        )
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+        return parsed.timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def iso_utc(epoch: float) -> Optional[str]:
+    """Epoch seconds as the ISO-8601 text a ``resetsAt`` would carry; ``None`` when out of range."""
+    try:
+        moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def deny_message(raw: Any) -> Optional[str]:
+    return (raw.strip() or None) if isinstance(raw, str) else None
+
+
+def action_blocks(action: Any) -> bool:
+    """Only BLOCK (or no action at all) refuses a call; WARN_ONLY, THROTTLE, NOTIFY warn."""
+    if action is None:
+        return True
+    return isinstance(action, str) and action.strip().upper() == "BLOCK"
+
+
+def is_department_rule(rule: dict[str, Any]) -> bool:
+    if first_present(rule, _DEPARTMENT_ID_KEYS) is not None:
+        return True
+    group_by = rule.get("groupBy")
+    return isinstance(group_by, str) and group_by.strip().upper() in _DEPARTMENT_GROUPS
+
+
+def _judged_by_breakdown(rule: dict[str, Any], breakdown: Any) -> bool:
+    """Whether a rule's per-person breakdown, not its own ``breached``, holds the verdict."""
+    if not isinstance(breakdown, list):
+        return False
+    group_by = rule.get("groupBy")
+    return bool(breakdown) or (isinstance(group_by, str) and bool(group_by.strip()))
+
+
+def group_index(rule: dict[str, Any]) -> Optional[dict[str, tuple[bool, Optional[float]]]]:
+    """``groupValue -> (breached, currentValue)`` when the breakdown holds the verdict."""
+    breakdown: Any = rule.get("groupBreakdown")
+    if not _judged_by_breakdown(rule, breakdown):
+        return None
+    index: dict[str, tuple[bool, Optional[float]]] = {}
+    for entry in breakdown:
+        if isinstance(entry, dict):
+            key = entry.get("groupValue")
+            if isinstance(key, str) and key not in index:
+                index[key] = (
+                    bool(entry.get("breached", False)),
+                    coerce_float(entry.get("currentValue")),
+                )
+    return index
+
+
+def can_trip(rule: dict[str, Any]) -> bool:
+    """Whether anybody is over this rule: cheap, so untripped rules cost one look each."""
+    breakdown: Any = rule.get("groupBreakdown")
+    if _judged_by_breakdown(rule, breakdown):
+        return any(isinstance(entry, dict) and entry.get("breached", False) for entry in breakdown)
+    return bool(rule.get("breached", False) or rule.get("blocked", False))

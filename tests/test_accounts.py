@@ -6,8 +6,9 @@ from typing import Any, Optional
 
 import pytest
 
+from enforcement._accounts import Account, accrual_metric, accrual_operator
 from enforcement._callfacts import CallFacts
-from enforcement._ruleset import Account, RuleSet, accrual_metric, accrual_operator
+from enforcement._ruleset import RuleSet
 from enforcement._wire import parse_payload
 
 NOW = 1_800_000_000.0
@@ -228,3 +229,15 @@ def test_routes_are_cached_per_model_and_provider_without_changing_answers() -> 
     for model, expected in [("gpt-4o", [1]), ("claude-3", []), ("gpt-4o", [1]), ("o1", [])]:
         facts = CallFacts(CALLER, model, "openai")
         assert [a.rule.identifier for a in ruleset.accounts(facts, NOW)] == expected
+
+
+def test_the_index_is_built_without_compiling_a_rule_and_a_call_compiles_what_it_reaches() -> None:
+    rules = [rule(i, filters=org_filter(f"org-{i}")) for i in range(1, 101)] + [rule(101)]
+    ruleset = RuleSet(parse_payload({"rules": rules}), 1)
+    ruleset.prepare_accounts()
+    assert ruleset._compiled == {}  # lean records only: position, metric, threshold, operator
+    facts = CallFacts({"organizationName": "org-7"}, "gpt-4o", "openai")
+    first = ruleset.accounts(facts, NOW)
+    assert [a.rule.identifier for a in first] == [7, 101]
+    assert sorted(ruleset._compiled) == [6, 100]
+    assert ruleset.accounts(facts, NOW) == first

@@ -435,3 +435,61 @@ def test_the_compiled_matcher_agrees_with_the_plain_evaluator(
             assert same(expected, actual), (expected, actual, metadata, model, provider)
     finally:
         engine.close()
+
+
+_KEY_TEXTS = st.sampled_from(
+    ["u-1", "U-1", "a@x.io", " A@X.io ", "no-at", "7", "", "b@x.io", "x" * 256 + "@late"]
+)
+_KEY_VALUES = st.one_of(_KEY_TEXTS, st.integers(-1, 8), st.none(), st.booleans())
+_IDENTITIES = st.fixed_dictionaries(
+    {},
+    optional={
+        "subscriber": st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "id": _KEY_VALUES,
+                    "email": _KEY_VALUES,
+                    "credential": st.sampled_from([None, {}, {"name": "k"}, "k"]),
+                },
+            ),
+        ),
+        "subscriber_id": _KEY_VALUES,
+        "subscriber_email": _KEY_VALUES,
+    },
+)
+
+
+@given(_IDENTITIES, st.frozensets(_KEY_TEXTS.map(lambda k: k.strip().lower() if k else k)))
+@settings(max_examples=400, deadline=None)
+def test_the_shortcut_over_breached_keys_agrees_with_the_caller_keys(
+    metadata: dict[str, Any], breached: frozenset[str]
+) -> None:
+    """``holds_any_key`` (no key list built, addresses skipped when no key has an ``@``)."""
+    from enforcement._callfacts import CallFacts
+
+    keys = stored_keys(metadata)
+    assert list(CallFacts(metadata, None, None).group_keys()) == keys
+    expected = any(key in breached for key in keys)
+    emails = any("@" in key for key in breached)
+    assert CallFacts(metadata, None, None).holds_any_key(breached, emails) is expected
+    assert CallFacts(metadata, None, None).holds_any_key(breached, True) is expected
+
+
+def stored_keys(metadata: dict[str, Any]) -> list[str]:
+    """:func:`caller_keys` from the record's subscriber, each value cut to 255 characters."""
+    from enforcement._callfacts import extract_subscriber
+
+    who = extract_subscriber(metadata)
+    keys: list[str] = []
+    for raw in (who.get("id"), metadata.get("subscriber_id")):
+        raw = raw[:255] if isinstance(raw, str) else raw
+        if (isinstance(raw, str) and raw) or (type(raw) is int and raw != 0):
+            keys.append(str(raw))
+            break
+    for email in (who.get("email"), metadata.get("subscriber_email")):
+        email = email[:255] if isinstance(email, str) else email
+        if isinstance(email, str) and email:
+            keys.extend([email.strip().lower(), email] if email.strip() else [email])
+    return keys
