@@ -68,8 +68,10 @@ class Engine:
     process environment by default); ``settings`` overrides what is fetched
     and where it is mirrored. ``retry_policy`` is the refresh schedule and
     ``timeout`` bounds each socket read; ``prices`` prices local spend
-    (:class:`PriceTable` overrides); ``transport``, ``clock`` and
-    ``wall_clock`` are for tests.
+    (:class:`PriceTable` overrides); ``offline`` never fetches (no poller,
+    no refresh, no inspection reads: the snapshot is read and its sidecar
+    trusted with the key); ``transport``, ``clock`` and ``wall_clock`` are
+    for tests.
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         prices: Optional[PriceTable] = None,
+        offline: bool = False,
     ) -> None:
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         reporter = Reporter(settings.team_id if settings is not None else "")
@@ -115,6 +118,7 @@ class Engine:
             warn=reporter.warn_once,
             schedule=retry_policy or RetryPolicy(),
             prepare=self._spend.prepare if self._spend is not None else None,
+            offline=offline,
             transport=transport,
             timeout=timeout,
             clock=clock,
@@ -364,6 +368,14 @@ class Engine:
         if self._spend is not None:
             counters.update(self._spend.counts())
         return counters
+
+    def load_snapshot(self) -> bool:
+        """Read the disk snapshot (or the rules file) now, for tools; True when rules are held.
+
+        Judges nothing, starts no poller, sends nothing; rules already held are kept.
+        """
+        self._refresher.load_snapshot_only()
+        return self._ruleset is not None
 
     def refresh(self) -> bool:
         """Fetch now on this thread (for tools and tests); True when rules were loaded."""

@@ -80,6 +80,7 @@ class Refresher:
         warn: Warn,
         schedule: RetryPolicy,
         prepare: Optional[Callable[[RuleSet], None]] = None,
+        offline: bool = False,
         transport: Optional[httpx.BaseTransport],
         timeout: float,
         clock: Callable[[], float],
@@ -118,7 +119,8 @@ class Refresher:
         )
         # (size, mtime) of the rules file (snapshot or REVENIUM_CB_RULES_FILE) our rules came from.
         self._snapshot_file: Optional[tuple[int, int]] = None
-        self.configured = self.check_configuration(warn=False)
+        self.offline = offline
+        self.configured = not offline and self.check_configuration(warn=False)
 
     # -- configuration ------------------------------------------------------------
 
@@ -169,7 +171,8 @@ class Refresher:
         if self.closed:
             return
         if not self.started:
-            self.check_configuration()
+            if not self.offline:
+                self.check_configuration()
             with self.start_lock:
                 if not self.started:
                     try:
@@ -182,6 +185,16 @@ class Refresher:
                     self.started = True
         if self.configured:
             self.poller.ensure_running()
+
+    def load_snapshot_only(self) -> None:
+        """:meth:`start`'s snapshot read without the poller, for tools; ``started`` stays False."""
+        if self.closed:
+            return
+        with self.start_lock:
+            try:
+                self._load_snapshot()  # a no-op when rules are held
+            except Exception:
+                logger.warning("Could not load the enforcement rules snapshot", exc_info=True)
 
     def nudge(self) -> None:
         """A call found the rules missing or stale: start what must run, wake the poller."""

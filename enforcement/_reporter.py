@@ -247,6 +247,8 @@ class Reporter:
     def _warn_tier(self, ruleset: RuleSet, notice: Notice) -> None:
         self.counters["warn_tier"] += 1
         key = (ruleset.generation, notice.email or "", notice.rule_id)
+        if key in self._warned_callers:
+            return  # the usual case, read without the lock: warned already
         with self._lock:
             first = key not in self._warned_callers
             if first:

@@ -366,10 +366,19 @@ class RulesServer:
         *,
         etags: bool = True,
         base_path: str = "",
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         """``api_key=None`` accepts any key; ``base_path`` (e.g. ``/profitstream``)
-        prefixes every route, as a proxied deployment does."""
+        prefixes every route, as a proxied deployment does.
+
+        ``host`` and ``port`` are where to listen; port 0 lets the OS pick a
+        free one, which is what tests running side by side need. Anything but a
+        loopback host serves the payload, unauthenticated, to the network.
+        """
         self.team_id = team_id
+        self.host = host
+        self.requested_port = port
         self.api_key = api_key
         self.etags = etags
         self.base_path = base_path.rstrip("/")
@@ -392,10 +401,13 @@ class RulesServer:
     # -- lifecycle
 
     def start(self) -> RulesServer:
-        """Bind an OS-chosen port on 127.0.0.1 and serve on a daemon thread."""
+        """Bind ``host:port`` (an OS-chosen port by default) and serve on a daemon thread.
+
+        Raises :class:`OSError` when the address cannot be bound (a port in use).
+        """
         if self._httpd is not None or self._closed:
             raise RuntimeError("a RulesServer starts once")
-        httpd = _HTTPServer(self)
+        httpd = _HTTPServer(self, (self.host, self.requested_port))
         self._httpd = httpd
         self._thread = threading.Thread(
             target=httpd.serve_forever,
@@ -439,8 +451,8 @@ class RulesServer:
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:PORT`` plus ``base_path``: the engine's base URL."""
-        return f"http://127.0.0.1:{self.port}{self.base_path}"
+        """``http://HOST:PORT`` plus ``base_path``: the engine's base URL."""
+        return f"http://{_url_host(self.host)}:{self.port}{self.base_path}"
 
     @property
     def url(self) -> str:
@@ -653,6 +665,15 @@ class RulesServer:
         return _json_response(200, chosen)
 
 
+def _url_host(host: str) -> str:
+    """A host as it goes in a URL: an IPv6 literal in brackets, and 0.0.0.0 as this host."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
 def _encode(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode("utf-8")
 
@@ -686,16 +707,18 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, owner: RulesServer) -> None:
+    def __init__(self, owner: RulesServer, address: tuple[str, int]) -> None:
         self.owner = owner
         self._connections: dict[threading.Thread, socket.socket] = {}
         self._connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
+        if ":" in address[0]:  # an IPv6 literal such as ::1
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host name, which can stall on odd networks.
         socketserver.TCPServer.server_bind(self)
-        self.server_name = "127.0.0.1"
+        self.server_name = str(self.server_address[0])
         self.server_port = int(self.server_address[1])
 
     def process_request(self, request: Any, client_address: Any) -> None:

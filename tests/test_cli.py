@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import io
 import json
+import math
 import os
 import shutil
 import signal
@@ -10,11 +14,16 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Optional
+from typing import IO, Any, NamedTuple, Optional
 
 import httpx
 import pytest
 
+from enforcement import Engine
+from enforcement.cli._local import local_spend_report
+from enforcement.cli._output import as_json_value, print_table
+from enforcement.cli._rules import rules_table
+from enforcement.cli._status import rules_age
 from enforcement.testing import Fault, RulesServer, make_filter, make_rule
 
 API_KEY = "hak_cli_secret_0123456789"
@@ -211,3 +220,219 @@ def test_watch_sees_a_rule_flip(cli_env: dict[str, str], server: RulesServer) ->
     assert second["breached"] == [1]
     assert "rule 1 'daily-cap' breached" in second["changes"]
     assert "generation 1 -> 2" in second["changes"]
+
+
+def _strict_json(text: str) -> Any:
+    """JSON as a strict parser reads it: ``NaN`` or ``Infinity`` is an error, not a number."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_help_imports_neither_the_engine_nor_httpx() -> None:
+    probe = (
+        "import sys\n"
+        "from enforcement.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('httpx', 'pydantic', 'enforcement._engine', 'rich')\n"
+        "print(sorted(name for name in heavy if name in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert done.returncode == 0, done.stderr
+    assert "usage: enforcement" in done.stdout
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_status_json_reports_local_spend_and_counters(cli_env: dict[str, str]) -> None:
+    done = run(["status", "--json"], cli_env)
+    assert done.returncode == 0, done.stderr
+    report = _strict_json(done.stdout)
+    counters = report["counters"]
+    assert counters["blocked_local"] == 0 and counters["listener_dropped"] == 0
+    spend = report["local_spend"]
+    # The cache directory is set, so the host's processes share one ledger file there.
+    assert [ledger["scope"] for ledger in spend["ledgers"]] == ["host", "process"]
+    assert spend["ledger"] == "host" and spend["ledgers"][0]["error"] is None
+    assert {name: spend[name] for name in ("holds", "holds_open", "holds_refused")} == {
+        "holds": 0,
+        "holds_open": 0,
+        "holds_refused": 0,
+    }
+    assert spend["settled"] == 0 and spend["unpriced"] == 0 and spend["rules"] == []
+    assert isinstance(spend["prices"], dict) and "unpriced" in spend["prices"]
+    assert report["installed_at"].endswith("Z")
+
+
+def test_status_says_local_spend_is_off(cli_env: dict[str, str]) -> None:
+    environ = dict(cli_env, REVENIUM_CB_LOCAL_ACCRUAL="off")
+    assert _strict_json(run(["status", "--json"], environ).stdout)["local_spend"] is None
+    done = run(["status"], environ)
+    assert done.returncode == 0, done.stderr
+    assert "local spend:" in done.stdout and "off" in done.stdout
+
+
+def test_status_text_shows_rule_set_age_counters_and_ledger(cli_env: dict[str, str]) -> None:
+    done = run(["status"], cli_env)
+    assert done.returncode == 0, done.stderr
+    lines = {
+        line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in done.stdout.splitlines()
+    }
+    assert lines["installed_age"].endswith(" s")
+    assert "blocked_local 0" in lines["counters"]
+    assert lines["local spend"].startswith("ledger host; holds 0, holds_open 0")
+    assert lines["ledgers"].startswith("host at ") and lines["ledgers"].endswith("; process ok")
+
+
+def test_offline_status_keeps_the_trusted_etag(cli_env: dict[str, str]) -> None:
+    if "offline" not in inspect.signature(Engine).parameters:
+        pytest.skip("Engine(offline=True) not there yet: offline hides the key, and its seal")
+    online = _strict_json(run(["status", "--json"], cli_env).stdout)
+    offline = _strict_json(run(["status", "--offline", "--json"], cli_env).stdout)
+    assert offline["source"] == "disk" and offline["last_fetch"] == "not attempted (offline)"
+    assert offline["etag"] == online["etag"] is not None
+
+
+def _serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "enforcement", "serve-rules", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+
+
+def test_serve_rules_refuses_the_network_without_public(tmp_path: Path) -> None:
+    payload = tmp_path / "rules.json"
+    payload.write_text("[]")
+    for host in ("0.0.0.0", "10.1.2.3", "rules.example.com"):
+        done = _serve(str(payload), "--host", host)
+        assert done.returncode == 1
+        assert "--public" in done.stderr and done.stdout == ""
+
+
+def test_serve_rules_on_a_port_in_use_exits_1(tmp_path: Path, server: RulesServer) -> None:
+    payload = tmp_path / "rules.json"
+    payload.write_text("[]")
+    done = _serve(str(payload), "--port", str(server.port))
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{server.port}" in done.stderr
+
+
+def test_serve_rules_on_a_chosen_port_and_public_host(tmp_path: Path) -> None:
+    payload = tmp_path / "rules.json"
+    payload.write_text(json.dumps([make_rule(1, "public")]))
+    with RulesServer() as probe:
+        port = probe.port  # a port the OS just handed out, free again once closed
+    command = [sys.executable, "-m", "enforcement", "serve-rules", str(payload)]
+    command += ["--host", "0.0.0.0", "--public", "--port", str(port)]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            assert process.stdout is not None and process.stderr is not None
+            exports = _read_exports(process.stdout)
+            assert exports["REVENIUM_ENFORCEMENT_BASE_URL"] == f"http://127.0.0.1:{port}"
+            url = f"http://127.0.0.1:{port}/v2/api/ai/enforcement-rules/local-team"
+            assert httpx.get(url, headers={"x-api-key": "any"}).json()[0]["name"] == "public"
+            process.send_signal(signal.SIGINT)
+            assert process.wait(TIMEOUT) == 0
+            assert "no authentication" in process.stderr.read()
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+def _spent_engine(server: RulesServer) -> Engine:
+    """An engine on the server's rules that has admitted and settled one priced call."""
+    from enforcement._prices import PriceTable
+    from enforcement._usage import Estimate, Usage
+
+    prices = PriceTable(overrides={"gpt-4o": {"input": 5.0, "output": 15.0}}, use_table=False)
+    engine = Engine(environ=server.env(REVENIUM_CACHE_DIR="off"), prices=prices)
+    assert engine.refresh()
+    held = engine.begin(
+        {"organizationName": "zeta"},
+        model="gpt-4o",
+        provider="openai",
+        estimate=lambda: Estimate(1000, 1000),
+    )
+    assert held is not None
+    held.settle(Usage(100_000, 0))  # $0.50 at $5 per million input tokens
+    return engine
+
+
+def test_rules_table_gains_a_local_column_with_local_spend(server: RulesServer) -> None:
+    with _spent_engine(server) as engine:
+        rows, columns = rules_table(engine.rules(), engine.status().local_spend)
+    assert columns[columns.index("current") + 1] == "local"
+    by_id = {row["id"]: row for row in rows}
+    assert by_id[8]["local"] == pytest.approx(0.5)  # "monthly total" covers every call
+    assert by_id[7]["local"] is None  # the gpt-4o cap covers acme and beta, not zeta
+    out = io.StringIO()
+    print_table(rows, columns, out)
+    assert out.getvalue().splitlines()[0].split()[5:8] == ["current", "local", "percent"]
+
+
+def test_rules_table_has_no_local_column_without_local_spend(server: RulesServer) -> None:
+    with Engine(environ=server.env(REVENIUM_CACHE_DIR="off")) as engine:
+        assert engine.refresh()
+        _, columns = rules_table(engine.rules(), engine.status().local_spend)
+        assert "local" not in columns
+        assert rules_table(engine.rules(), None)[1] == columns
+
+
+def test_status_lists_local_spend_by_rule(server: RulesServer) -> None:
+    with _spent_engine(server) as engine:
+        report = local_spend_report(engine.status().local_spend)
+    assert report is not None and report["settled"] == 1
+    assert [(row["rule_id"], row["local"]) for row in report["rules"]] == [(8, pytest.approx(0.5))]
+    _strict_json(json.dumps(report))  # plain JSON already: dataclasses and tuples converted
+
+
+def test_rules_age_of_a_payload_installed_by_hand_is_its_installation(
+    server: RulesServer,
+) -> None:
+    with Engine(environ={}, wall_clock=lambda: 1_000.0) as engine:
+        assert rules_age(engine.status(), None, 1_060.0) is None  # nothing held: no age
+        engine.load_payload([make_rule(1, "by hand")])
+        status = engine.status()
+    assert status.source == "local" and status.installed_at == 1_000.0
+    assert rules_age(status, snapshot_age=5.0, now=1_060.0) == 60.0
+
+
+class _Limits(NamedTuple):
+    low: float
+    high: float
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prices:
+    table: str
+    unpriced: tuple[str, ...]
+    limits: _Limits
+
+
+def test_as_json_value_makes_status_values_plain_json() -> None:
+    value = {
+        "prices": _Prices("maintained", ("m1", "m2"), _Limits(0.0, math.inf)),
+        "ids": frozenset({3}),
+        "nan": math.nan,
+        7: None,
+    }
+    assert as_json_value(value) == {
+        "prices": {
+            "table": "maintained",
+            "unpriced": ["m1", "m2"],
+            "limits": {"low": 0.0, "high": "inf"},
+        },
+        "ids": [3],
+        "nan": "nan",
+        "7": None,
+    }

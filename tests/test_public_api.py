@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +23,45 @@ def test_all_names_exactly_the_public_exports() -> None:
     assert set(enforcement.__all__) == public - modules - {"annotations"}
     for name in enforcement.__all__:
         assert getattr(getattr(enforcement, name), "__module__", "enforcement") == "enforcement"
+
+
+def test_import_is_lazy_and_each_name_public_on_first_use() -> None:
+    """A fresh interpreter: ``import enforcement`` loads no engine, and ``dir()`` lists it all."""
+    probe = """
+import json, sys
+import enforcement
+report = {
+    "heavy": sorted(n for n in ("httpx", "pydantic", "enforcement._engine") if n in sys.modules),
+    "listed": sorted(set(enforcement.__all__) - set(dir(enforcement))),
+    "error_module": enforcement.BudgetExceededError.__module__,
+}
+from enforcement._engine import Engine
+from enforcement._status import Explanation
+report["before"] = [Engine.__module__, Explanation.__module__]
+from enforcement import Engine as PublicEngine, EngineStatus
+report["same"] = PublicEngine is Engine
+# A name is rewritten when loaded, with the other public names of its module.
+report["after"] = [Engine.__module__, EngineStatus.__module__, Explanation.__module__]
+report["hooks"] = enforcement.hooks.__name__
+print(json.dumps(report))
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "heavy": [],
+        "listed": [],
+        "error_module": "enforcement",
+        "before": ["enforcement._engine", "enforcement._status"],
+        "same": True,
+        "after": ["enforcement", "enforcement", "enforcement"],
+        "hooks": "enforcement.hooks",
+    }
+
+
+def test_unknown_names_are_attribute_errors() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'Enigne'"):
+        enforcement.Enigne  # noqa: B018
+    assert not hasattr(enforcement, "_engine_typo")
 
 
 def test_contract_names_are_exported() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import email.utils
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -503,3 +504,44 @@ def test_lifecycle() -> None:
         with pytest.raises(httpx.TransportError):
             http.get(server.url)
     RulesServer().close()  # never started: nothing to do
+
+
+def test_listens_on_a_chosen_port() -> None:
+    with RulesServer() as first:
+        port = first.port
+    # Just released: no other test asks for this port, the OS only hands out free ones.
+    with RulesServer(port=port) as server:
+        server.set_rules([make_rule(1, "fixed")])
+        assert server.port == port
+        assert server.base_url == f"http://127.0.0.1:{port}"
+        assert httpx.get(server.url, headers=KEY).json()["rules"][0]["name"] == "fixed"
+
+
+def test_a_port_in_use_is_an_os_error(server: RulesServer) -> None:
+    taken = RulesServer(port=server.port)
+    with pytest.raises(OSError):
+        taken.start()
+    taken.close()
+
+
+def test_listens_on_an_ipv6_loopback_when_the_host_has_one() -> None:
+    probe = socket.socket(socket.AF_INET6) if socket.has_ipv6 else None
+    try:
+        if probe is None:
+            pytest.skip("no IPv6 on this host")
+        probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this host")
+    finally:
+        if probe is not None:
+            probe.close()
+    with RulesServer(host="::1") as server:
+        assert server.base_url == f"http://[::1]:{server.port}"
+        assert httpx.get(server.url, headers=KEY).status_code == 200
+
+
+def test_an_any_address_server_is_reached_through_loopback() -> None:
+    with RulesServer(host="0.0.0.0") as server:
+        assert server.host == "0.0.0.0"
+        assert server.base_url == f"http://127.0.0.1:{server.port}"
+        assert httpx.get(server.url, headers=KEY).status_code == 200

@@ -169,8 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
         "serve-rules", _lazy("_serve:run_serve"), "serve a hand-written payload on 127.0.0.1"
     )
     serve.add_argument("file", help="JSON: a payload object or a bare list of rules")
-    serve.add_argument("--port", type=int, default=0, help="0: any free port (the only choice)")
-    serve.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (the only choice)")
+    serve.add_argument("--port", type=int, default=0, help="port to listen on (0: any free port)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (a loopback one unless --public)"
+    )
+    serve.add_argument(
+        "--public",
+        action="store_true",
+        help="allow a non-loopback --host: the file is served to anyone, with no key checked",
+    )
     serve.add_argument("--team-id", default="local-team")
     serve.add_argument("--poll", type=float, default=0.5, help="seconds between file checks")
 

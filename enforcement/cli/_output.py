@@ -7,16 +7,47 @@ piped output is plain aligned text that ``grep`` and ``awk`` can read, and
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional, TextIO
 
-__all__ = ["cell", "format_age", "format_time", "print_json", "print_pairs", "print_table"]
+__all__ = [
+    "as_json_value",
+    "cell",
+    "format_age",
+    "format_time",
+    "print_json",
+    "print_pairs",
+    "print_table",
+]
+
+
+def as_json_value(value: Any) -> Any:
+    """``value`` made of what JSON has: status values hold dataclasses, named tuples, tuples.
+
+    A non-finite float (an unlimited threshold) becomes its name, ``"inf"``,
+    since strict JSON has no spelling for it; anything else unknown, its ``str``.
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+    elif isinstance(value, tuple) and hasattr(value, "_asdict"):
+        value = value._asdict()
+    if isinstance(value, Mapping):
+        return {str(key): as_json_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [as_json_value(item) for item in value]
+    return str(value)
 
 
 def print_json(value: Any, out: TextIO) -> None:
-    out.write(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
+    out.write(json.dumps(as_json_value(value), indent=2, allow_nan=False) + "\n")
 
 
 def cell(value: Any) -> str:

@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import EXIT_BLOCKED, EXIT_OK
+from ._local import local_by_rule
 from ._output import print_json, print_pairs, print_table
 from ._session import caller_metadata, open_session
 
 if TYPE_CHECKING:
     from .. import Explanation
 
-__all__ = ["explanation_report", "rule_row", "run_explain", "run_rules", "scope"]
+__all__ = [
+    "explanation_report",
+    "rule_row",
+    "rules_table",
+    "run_explain",
+    "run_rules",
+    "scope",
+]
 
 RULE_COLUMNS = (
     "id",
@@ -92,6 +100,24 @@ def rule_row(rule: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def rules_table(
+    rules: Sequence[Mapping[str, Any]], local_spend: Optional[Mapping[str, Any]]
+) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
+    """The rows and columns of ``rules``; a ``local`` column when local spend is known.
+
+    ``local`` is what this host added under the rule since the server's
+    figures (CONTRACT §9), beside the server's ``current``.
+    """
+    rows = [rule_row(rule) for rule in rules]
+    local = local_by_rule(local_spend)
+    if not local:
+        return rows, RULE_COLUMNS
+    for row in rows:
+        row["local"] = local.get(str(row["id"]))
+    at = RULE_COLUMNS.index("current") + 1
+    return rows, (*RULE_COLUMNS[:at], "local", *RULE_COLUMNS[at:])
+
+
 def run_rules(args: argparse.Namespace) -> int:
     with open_session(offline=args.offline, timeout=args.timeout) as session:
         session.load()
@@ -104,7 +130,8 @@ def run_rules(args: argparse.Namespace) -> int:
         sys.stdout.write("no rules loaded (see `enforcement status`)\n")
         return EXIT_OK
     title = f"{len(rules)} rule(s), generation {status.generation}, from {status.source}"
-    print_table([rule_row(rule) for rule in rules], RULE_COLUMNS, sys.stdout, title=title)
+    rows, columns = rules_table(rules, status.local_spend)
+    print_table(rows, columns, sys.stdout, title=title)
     return EXIT_OK
 
 

@@ -8,18 +8,21 @@ so), as the library keeps its last good rules.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import shlex
 import sys
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import UsageError
 
-__all__ = ["read_payload", "run_serve"]
+if TYPE_CHECKING:
+    from ..testing import RulesServer
 
-_LOCAL_HOST = "127.0.0.1"
+__all__ = ["is_loopback", "read_payload", "run_serve"]
+
 _DUMMY_KEY = "hak_local_dummy"
 
 
@@ -62,29 +65,54 @@ def _reload(path: str, served: Any) -> Any:
     return payload
 
 
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach ``host``: ``localhost`` or a loopback address."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
 def _check_address(args: argparse.Namespace) -> None:
-    # RulesServer binds 127.0.0.1 on a free port; a fixed port or another host needs
-    # a RulesServer(host=, port=) the public test helper does not have yet.
-    if args.host != _LOCAL_HOST:
-        raise UsageError(f"--host: only {_LOCAL_HOST} is served")
-    if args.port:
-        raise UsageError("--port: a fixed port is not supported yet; leave it out (any free port)")
+    """Refuse to serve the network by accident: the file is served to anyone, with no key."""
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: not a port (0 to 65535; 0 picks a free one)")
+    if is_loopback(args.host):
+        return
+    if not args.public:
+        raise UsageError(
+            f"--host {args.host} is reachable from other machines, and serve-rules serves "
+            "the file to anyone without checking a key; add --public if that is meant"
+        )
+    print(
+        f"warning: serving {args.file} on {args.host} to the network, with no authentication",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _start(args: argparse.Namespace) -> RulesServer:
+    from ..testing import RulesServer
+
+    server = RulesServer(team_id=args.team_id, api_key=None, host=args.host, port=args.port)
+    try:
+        return server.start()
+    except OSError as problem:
+        raise UsageError(
+            f"cannot listen on {args.host}:{args.port}: {problem.strerror or problem}"
+        ) from None
 
 
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C (which ``main`` turns into exit 0)."""
     _check_address(args)
     payload = read_payload(args.file)
-    from ..testing import RulesServer
-
     stamp = _stamp(args.file)  # before the address is printed: a client may edit at once
-    with RulesServer(team_id=args.team_id, api_key=None) as server:
-        server.set_payload(payload)
-        environment = server.env(REVENIUM_METERING_API_KEY=_DUMMY_KEY)
-        for name, value in environment.items():
-            print(f"export {name}={shlex.quote(value)}")
-        print(f"# serving {_rule_count(payload)} rule(s) from {args.file} at {server.url}")
-        print("# any API key is accepted; Ctrl-C stops", flush=True)
+    server = _start(args)
+    try:
+        _announce(server, args.file, payload)
         while True:
             time.sleep(args.poll)
             current = _stamp(args.file)
@@ -92,3 +120,14 @@ def run_serve(args: argparse.Namespace) -> int:
                 stamp = current
                 payload = _reload(args.file, payload)
                 server.set_payload(payload)
+    finally:
+        server.close()
+
+
+def _announce(server: RulesServer, path: str, payload: Any) -> None:
+    """Serve ``payload`` and print the environment that points the library at it."""
+    server.set_payload(payload)
+    for name, value in server.env(REVENIUM_METERING_API_KEY=_DUMMY_KEY).items():
+        print(f"export {name}={shlex.quote(value)}")
+    print(f"# serving {_rule_count(payload)} rule(s) from {path} at {server.url}")
+    print("# any API key is accepted; Ctrl-C stops", flush=True)

@@ -1,9 +1,12 @@
 """One engine for one command: built from the environment, loaded, closed.
 
-The engine only reads its disk snapshot on an enabled call, and only fetches
-with a key; a tool must see the rules whatever the switches say. So the
-engine reads an :class:`Environment` whose switches the CLI can pin while it
-loads, and pins back to the real ones before it judges anything.
+A tool must see the rules whatever the switches say, and offline it must
+send nothing. An engine that has ``load_snapshot()`` and an ``offline`` mode
+gives exactly that. Without them the CLI makes do: the engine reads an
+:class:`Environment` whose switches are pinned on while a dry-run
+``explain`` loads the snapshot (and the poller it starts is stopped at
+once), and offline it is built without the key, so the ETag the key seals
+is not shown.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import UsageError
 
@@ -76,10 +79,16 @@ class Session:
         self.load_snapshot()
 
     def load_snapshot(self) -> None:
-        # The engine reads its snapshot on the first enabled call; explain is one
-        # that judges nothing. (Wanted: a public Engine method that only loads.)
+        """Read the disk snapshot (or the rules file), judging nothing and fetching nothing."""
+        load: Optional[Callable[[], object]] = getattr(self.engine, "load_snapshot", None)
+        if load is not None:
+            load()
+            return
+        # The engine reads its snapshot on the first enabled call; explain is one that
+        # judges nothing. It also starts the poller, which this one-shot engine does not want.
         with self.environ.pinned(_LOADING_SWITCHES):
             self.engine.explain({})
+        self.engine.stop_polling()
 
     def close(self) -> None:
         self.engine.close()
@@ -101,12 +110,21 @@ def open_session(
     """
     from .. import Engine, RetryPolicy
 
-    hidden = frozenset({API_KEY}) if offline else frozenset()
+    native_offline = offline and _has_offline_mode(Engine)
+    hidden = frozenset({API_KEY}) if offline and not native_offline else frozenset()
     env = Environment(os.environ if environ is None else environ, hidden)
     # Two attempts, not five: a person is waiting for the answer.
     policy = RetryPolicy(attempts=2, deadline=2 * timeout + 1.0)
-    engine = Engine(environ=env, timeout=timeout, retry_policy=policy)
+    options: dict[str, Any] = {"offline": True} if native_offline else {}
+    engine = Engine(environ=env, timeout=timeout, retry_policy=policy, **options)
     return Session(engine, env, offline=offline)
+
+
+def _has_offline_mode(engine_class: type) -> bool:
+    """Whether ``Engine(offline=True)`` exists: it keeps the key (and the ETag it seals)."""
+    import inspect
+
+    return "offline" in inspect.signature(engine_class).parameters
 
 
 _FLAT_FIELDS = (

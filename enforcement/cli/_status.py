@@ -14,7 +14,8 @@ import time
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import EXIT_OK, EXIT_UNHEALTHY
-from ._output import format_age, format_time, print_json, print_pairs
+from ._local import SPEND_COLUMNS, local_spend_pairs, local_spend_report, spend_rows
+from ._output import format_age, format_time, print_json, print_pairs, print_table
 from ._session import open_session
 
 if TYPE_CHECKING:
@@ -36,7 +37,9 @@ def _file_age(path: Optional[str], now: float) -> Optional[float]:
 def rules_age(status: EngineStatus, snapshot_age: Optional[float], now: float) -> Optional[float]:
     """How old the rules held are: since the last good fetch, else the snapshot file's age.
 
-    A payload installed by hand (``source == "local"``) has no age.
+    A snapshot read from disk is as old as its file, not as the moment this
+    process read it; anything else (a payload installed by hand) is as old as
+    its installation (``installed_at``).
     """
     if not status.loaded:
         return None
@@ -44,6 +47,8 @@ def rules_age(status: EngineStatus, snapshot_age: Optional[float], now: float) -
         return max(0.0, now - status.last_success_at)
     if status.source == "disk":
         return snapshot_age
+    if status.installed_at is not None:
+        return max(0.0, now - status.installed_at)
     return None
 
 
@@ -85,6 +90,9 @@ def describe(session: Session, max_age: Optional[float] = None) -> dict[str, Any
         "tripped_count": status.tripped_count,
         "generation": status.generation,
         "rules_age_seconds": age,
+        # When this generation was installed: how long the rules have been the same.
+        "installed_at": format_time(status.installed_at),
+        "installed_age_seconds": _since(status.installed_at, now),
         "last_fetch": _last_fetch(session, status),
         "last_fetch_at": format_time(status.last_attempt_at),
         "last_success_at": format_time(status.last_success_at),
@@ -95,7 +103,13 @@ def describe(session: Session, max_age: Optional[float] = None) -> dict[str, Any
         "snapshot_age_seconds": snapshot_age,
         # This process's poller: the CLI fetches on its own thread, so it is usually off.
         "poller": "running" if status.poller_alive else "stopped",
+        "counters": dict(status.counters),
+        "local_spend": local_spend_report(status.local_spend),
     }
+
+
+def _since(moment: Optional[float], now: float) -> Optional[float]:
+    return None if moment is None else max(0.0, now - moment)
 
 
 def _print_human(report: dict[str, Any]) -> None:
@@ -103,12 +117,18 @@ def _print_human(report: dict[str, Any]) -> None:
     verdict = "healthy" if report["healthy"] else "UNHEALTHY: " + "; ".join(report["problems"])
     pairs: list[tuple[str, Any]] = [("status", verdict)]
     for name, value in report.items():
-        if name in ("healthy", "problems"):
+        if name in ("healthy", "problems", "counters", "local_spend"):
             continue
         if name.endswith("_seconds"):
             name, value = name[: -len("_seconds")], format_age(value)
         pairs.append((name, value))
+    counters = report["counters"]
+    pairs.append(("counters", ", ".join(f"{name} {counters[name]}" for name in sorted(counters))))
+    pairs.extend(local_spend_pairs(report["local_spend"]))
     print_pairs(pairs, out)
+    rows = spend_rows(report["local_spend"])
+    if rows:
+        print_table(rows, SPEND_COLUMNS, out, title="local spend by rule")
 
 
 def run_status(args: argparse.Namespace) -> int:
