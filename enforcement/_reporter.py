@@ -288,6 +288,7 @@ class Reporter:
             _text(provider),
             now,
             self._callers(metadata),
+            notice.source,
         )
 
     def _callers(self, metadata: Optional[Mapping[str, Any]]) -> tuple[tuple[str, str], ...]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
 from ._accounts import Account, Accruals, cacheable_route, rule_id_value
@@ -34,7 +33,7 @@ from ._filters import (
     CoverIndex,
     indexable_row,
 )
-from ._rule import BLOCK_PREFIX, CompiledRule
+from ._rule import BLOCK_PREFIX, CompiledRule, RuleVerdict
 from ._wire import Candidate, Payload, can_trip, rules_fingerprint
 
 __all__ = [
@@ -56,7 +55,8 @@ class Notice(NamedTuple):
     ``kind`` is ``"warn_only"``, ``"shadow"``, ``"department_not_blocking"`` or
     ``"warn_tier"``. ``value`` is the figure the rule is over by (the caller's
     own balance for a department rule); ``email`` is set for a warn tier only,
-    so that it is warned about once per caller.
+    so that it is warned about once per caller. ``source`` is ``"local"`` when
+    this host's spend since the server's figures is what put the rule over.
     """
 
     kind: str
@@ -64,6 +64,7 @@ class Notice(NamedTuple):
     rule_id: Any
     value: Optional[float]
     email: Optional[str] = None
+    source: str = "server"
 
 
 class Verdict(NamedTuple):
@@ -86,19 +87,6 @@ def keep_out_of_collections() -> None:
     install only where the application accepts that.
     """
     gc.freeze()
-
-
-@dataclass(frozen=True)
-class RuleVerdict:
-    """How one rule judges one call, for :func:`enforcement.explain`."""
-
-    rule_id: Any
-    name: Any
-    covers: bool
-    blocks: bool
-    reason: str
-    current_value: Optional[float] = None
-    threshold: Optional[float] = None
 
 
 _ROUTE_CACHE_SIZE = 1024
@@ -291,10 +279,9 @@ class RuleSet:
         self, facts: CallFacts, now: float, notices: list[Notice]
     ) -> Optional[BudgetExceededError]:
         route = self._route_for(facts) if self.routed else self._unrouted
+        index = route.pooled
         if route.grouped and facts.holds_any_key(self._breached_keys, self._breached_emails):
             index = route.every
-        else:
-            index = route.pooled
         for rule in index.candidates(facts) if index.size else ():
             end = rule.window_end
             if end is not None and end <= now:
@@ -434,27 +421,4 @@ class RuleSet:
 
     def explain(self, facts: CallFacts, now: float) -> list[RuleVerdict]:
         """Every rule's view of the call, in payload order."""
-        return [self._explain_rule(rule, facts, now) for rule in self.rules]
-
-    def _explain_rule(self, rule: CompiledRule, facts: CallFacts, now: float) -> RuleVerdict:
-        def verdict(
-            covers: bool, blocks: bool, reason: str, current: Optional[float] = None
-        ) -> RuleVerdict:
-            return RuleVerdict(
-                rule.identifier, rule.name, covers, blocks, reason, current, rule.threshold
-            )
-
-        if rule.is_department:
-            return verdict(False, False, "department rule: decided by the department maps")
-        if not rule.covers(facts):
-            return verdict(False, False, "call is outside the rule's filters or credential")
-        if rule.ended(now):
-            return verdict(True, False, "window has ended")
-        tripped, current = rule.trips(facts)
-        if not tripped:
-            return verdict(True, False, "not breached for this caller", current)
-        if rule.shadow:
-            return verdict(True, False, "breached, but in shadow mode (would block)", current)
-        if not rule.blocks_action:
-            return verdict(True, False, f"breached, action {rule.action!r} only warns", current)
-        return verdict(True, True, "breached: blocks", current)
+        return [rule.explain(facts, now) for rule in self.rules]

@@ -306,11 +306,14 @@ class LocalSpend:
         for account, bucket in zip(accounts, buckets):
             if account.blocks != account.shadow:
                 continue  # blocking: judged by the hold; a non-blocking shadow: says nothing
+            if not fits(0.0, bucket.limit, bucket.inclusive):
+                continue  # over on the server's figures alone: the server's verdict said so
             used, held = ledger.spent(bucket, now)
             if not fits(used + held, bucket.limit, bucket.inclusive):
                 kind = "shadow" if account.shadow else "warn_only"
                 value = account.base + used + held
-                notices.append(Notice(kind, account.rule, account.rule.identifier, value))
+                rule = account.rule
+                notices.append(Notice(kind, rule, rule.identifier, value, source="local"))
 
     # -- after the call ----------------------------------------------------------------
 

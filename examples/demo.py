@@ -17,12 +17,12 @@ import contextlib
 import os
 import sys
 import tempfile
-import time
-from typing import Callable
+from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import openai
+from _example import clean_environment, expect, wait_for
 from fake_openai import FakeOpenAI
 
 import enforcement
@@ -39,21 +39,30 @@ def chat(client: openai.OpenAI, model: str) -> str:
     return reply.choices[0].message.content or ""
 
 
-def attempt(label: str, client: openai.OpenAI, api: FakeOpenAI, model: str) -> None:
+def attempt(
+    label: str, client: openai.OpenAI, api: FakeOpenAI, model: str
+) -> Optional[enforcement.BudgetExceededError]:
+    """One call; prints what happened and how many requests it sent, returns its refusal."""
     before = api.request_count
+    refusal = None
     try:
         text = chat(client, model)
         print(f"  {label}: allowed -> {text!r}")
     except enforcement.BudgetExceededError as err:
+        refusal = err
         print(f"  {label}: BLOCKED -> {err}")
         print(
             f"      rule={err.rule_name!r} id={err.rule_id} spent={err.current_value} "
             f"of {err.threshold}, resets {err.resets_at}"
         )
-    print(f"      requests that reached the provider: {api.request_count - before}")
+    sent = api.request_count - before
+    print(f"      requests that reached the provider: {sent}")
+    expect((refusal is None) == (sent == 1), "a blocked call sends nothing, an allowed one sends")
+    return refusal
 
 
 def main() -> None:
+    clean_environment()
     with contextlib.ExitStack() as stack:
         rules = stack.enter_context(RulesServer(team_id="demo-team"))
         api = stack.enter_context(FakeOpenAI())
@@ -86,32 +95,28 @@ def main() -> None:
 
         print("1. The cap is under its threshold")
         enforcement.check_enforcement(CUSTOMER)  # first call: starts the poller
-        wait_for(lambda: engine.status().loaded)
-        attempt("gpt-4o", client, api, "gpt-4o")
+        wait_for(lambda: engine.status().loaded, "the rules are loaded")
+        expect(attempt("gpt-4o", client, api, "gpt-4o") is None, "under the cap: allowed")
 
         print("2. Spend crosses the cap on the control plane")
         rules.update_rule(1, breached=True, current_value=512.4)
-        wait_for(lambda: engine.status().tripped_count == 1)
-        attempt("gpt-4o", client, api, "gpt-4o")
+        wait_for(lambda: engine.status().tripped_count == 1, "the poller picked up the breach")
+        expect(attempt("gpt-4o", client, api, "gpt-4o"), "over the cap: blocked")
 
         print("3. A shadow-mode rule only reports")
-        attempt("gpt-4o-mini", client, api, "gpt-4o-mini")
+        expect(attempt("gpt-4o-mini", client, api, "gpt-4o-mini") is None, "shadow: allowed")
 
         print("4. Incident bypass: REVENIUM_BYPASS=true")
         os.environ["REVENIUM_BYPASS"] = "true"
-        attempt("gpt-4o", client, api, "gpt-4o")
+        expect(attempt("gpt-4o", client, api, "gpt-4o") is None, "bypassed: allowed")
         os.environ["REVENIUM_BYPASS"] = "false"
 
         print("5. Why? enforcement.explain()")
-        for verdict in enforcement.explain(CUSTOMER, model="gpt-4o", provider="openai").rules:
+        explanation = enforcement.explain(CUSTOMER, model="gpt-4o", provider="openai")
+        for verdict in explanation.rules:
             print(f"      {verdict.name!r}: {verdict.reason}")
+        expect(explanation.blocked, "explain() names the verdict: blocked")
         enforcement.stop_polling()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not predicate():
-        time.sleep(0.05)
 
 
 if __name__ == "__main__":

@@ -1,67 +1,51 @@
 """A local stand-in for the OpenAI API: answers chat completions and counts requests.
 
-Enough of the wire format for the real ``openai`` SDK to parse its answers, so
-the demo (and tests) exercise the SDK's own request path without a network.
+Enough of the wire format for the real ``openai`` SDK to parse its answers
+(whole, or streamed as server-sent events when the request says ``stream``), so
+the examples exercise the SDK's own request path without a network. LiteLLM's
+``openai/...`` routes go through the openai SDK, so they land here too.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional
+from typing import Any
+
+from _fake_api import FakeAPI, Reply
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeAPI):
     """``with FakeOpenAI() as api: OpenAI(base_url=api.base_url, api_key="sk-test")``."""
 
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._httpd: Optional[ThreadingHTTPServer] = None
+    path_prefix = "/v1"
 
-    @property
-    def base_url(self) -> str:
-        assert self._httpd is not None
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+    def answer(self, reply: Reply, path: str, body: dict[str, Any]) -> None:
+        model = body.get("model", "gpt-4o")
+        if body.get("stream"):
+            with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            chunks = _chunks(model, with_usage)
+            reply.events([f"data: {json.dumps(c)}\n\n" for c in chunks] + ["data: [DONE]\n\n"])
+        else:
+            reply.json(_completion(model))
 
-    @property
-    def request_count(self) -> int:
-        with self._lock:
-            return len(self.requests)
 
-    def __enter__(self) -> FakeOpenAI:
-        fake = self
+_USAGE = {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15}
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # else each keep-alive reply waits ~40 ms
 
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                with fake._lock:
-                    fake.requests.append({"path": self.path, "body": body})
-                answer = json.dumps(_completion(body.get("model", "gpt-4o"))).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
+def _chunks(model: str, with_usage: bool) -> list[dict[str, Any]]:
+    """A streamed reply, word by word, and the usage chunk when the request asked for it."""
+    base = {"id": "chatcmpl-demo", "object": "chat.completion.chunk", "model": model}
+    base["created"] = int(time.time())
+    words = ["Hello ", "from ", "the ", "fake ", "API."]
+    chunks = [
+        {**base, "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
+        for word in words
+    ]
+    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    if with_usage:
+        chunks.append({**base, "choices": [], "usage": dict(_USAGE)})
+    return chunks
 
 
 def _completion(model: str) -> dict[str, Any]:
@@ -77,5 +61,5 @@ def _completion(model: str) -> dict[str, Any]:
                 "message": {"role": "assistant", "content": "Hello from the fake API."},
             }
         ],
-        "usage": {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15},
+        "usage": dict(_USAGE),
     }
