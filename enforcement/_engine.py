@@ -144,8 +144,7 @@ class Engine:
             return
         ruleset = self._ruleset
         if ruleset is None or self._clock() > self._fresh_until:
-            self._refresher.nudge()
-            ruleset = self._ruleset
+            ruleset = self._refresher.nudge()
             if ruleset is None:
                 if self._fail_closed():
                     self._counters["fail_closed"] += 1

@@ -160,8 +160,8 @@ class Refresher:
 
     # -- the callers' side ---------------------------------------------------------
 
-    def start(self) -> None:
-        """Load the snapshot once, then make sure the poller runs.
+    def start(self) -> Optional[RuleSet]:
+        """Load the snapshot once, make sure the poller runs; the rules held before it did.
 
         The start lock covers the snapshot read alone, which the calls racing
         the first one must wait for; the configuration warnings are logged
@@ -169,7 +169,7 @@ class Refresher:
         for nothing else.
         """
         if self.closed:
-            return
+            return self._current()
         if not self.started:
             if not self.offline:
                 self.check_configuration()
@@ -183,8 +183,10 @@ class Refresher:
                             exc_info=True,
                         )
                     self.started = True
+        held = self._current()  # before the poller runs: it may replace them at once
         if self.configured:
             self.poller.ensure_running()
+        return held
 
     def load_snapshot_only(self) -> None:
         """:meth:`start`'s snapshot read without the poller, for tools; ``started`` stays False."""
@@ -196,12 +198,20 @@ class Refresher:
             except Exception:
                 logger.warning("Could not load the enforcement rules snapshot", exc_info=True)
 
-    def nudge(self) -> None:
-        """A call found the rules missing or stale: start what must run, wake the poller."""
+    def nudge(self) -> Optional[RuleSet]:
+        """A call found the rules missing or stale: start what must run, wake the poller.
+
+        Returns the rules to judge this call by: those held before the poller
+        was started or woken, so the first call is judged by the snapshot
+        however fast the poller's first fetch lands (CONTRACT §7).
+        """
         if not self.started or (self.configured and not self.poller.alive):
-            self.start()
+            held = self.start()
+        else:
+            held = self._current()
         if self.configured and not self.closed and self._clock() >= self.cooldown_until:
             self.poller.wake()
+        return held
 
     def record(self) -> RefreshRecord:
         return RefreshRecord(
