@@ -102,9 +102,8 @@ def main() -> None:
             result = compare(label, held_call(on, model), checked_call(off, model), rounds=rounds)
             added = result.ours_ns - (result.reference_ns or 0.0)
             name = f"{ledger} ledger, a call {label}"
-            print(
-                f"{name:<52} {fmt_ns(result.ours_ns):>11} {fmt_ns(result.reference_ns):>9} {fmt_ns(added):>9}"
-            )
+            on_ns, off_ns = fmt_ns(result.ours_ns), fmt_ns(result.reference_ns)
+            print(f"{name:<52} {on_ns:>11} {off_ns:>9} {fmt_ns(added):>9}")
         on.close()
         off.close()
 

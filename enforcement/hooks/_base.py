@@ -21,7 +21,10 @@ One user call is checked once: a call that goes through several hooked
 layers (LiteLLM's Router, then ``litellm.acompletion``, then the openai SDK)
 is checked by the outermost, and the inner layers see the guard and pass
 straight through. The guard is a context variable, so it follows threads'
-and tasks' own contexts and never leaks between concurrent calls.
+and tasks' own contexts and never leaks between concurrent calls. It is
+scoped (set and reset around the call) except for a :class:`Hold`, the guard
+of a call whose request leaves after the callback that checked it has
+returned (LangChain's): it stays set until released, from any context.
 
 After the check, the post-call path: :meth:`Engine.begin` returns a
 :class:`Spend` when the engine holds money for the call, and the hook settles
@@ -48,7 +51,7 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from types import ModuleType
-from typing import Any, Callable, NamedTuple, Optional, TypeVar
+from typing import Any, Callable, NamedTuple, Optional, TypeVar, Union
 
 import wrapt
 
@@ -62,14 +65,18 @@ from ._streams import Meter, settle, settle_from
 __all__ = [
     "CHECKED_ELSEWHERE",
     "Call",
+    "Hold",
     "HookStatus",
     "Instrumentor",
     "Meter",
     "achecked",
     "already_checked",
     "aunchecked",
+    "aunder",
     "carry",
     "checked",
+    "held_guard",
+    "hold_guard",
     "hooked_engine",
     "pop_usage_metadata",
     "read_call",
@@ -83,7 +90,10 @@ logger = logging.getLogger("enforcement.hooks")
 _T = TypeVar("_T")
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 
-_inside: contextvars.ContextVar[bool] = contextvars.ContextVar("enforcement_inside", default=False)
+# True (or an active Hold) inside a checked call: the hooks below pass it through.
+_inside: contextvars.ContextVar[Union[bool, Hold]] = contextvars.ContextVar(
+    "enforcement_inside", default=False
+)
 _relayed: contextvars.ContextVar[Optional[Mapping[str, Any]]] = contextvars.ContextVar(
     "enforcement_call_metadata", default=None
 )
@@ -243,7 +253,58 @@ async def _arelayed(awaitable: Awaitable[Any], metadata: Mapping[str, Any]) -> A
 
 def already_checked() -> bool:
     """True inside a call an outer hook has checked."""
-    return _inside.get()
+    return bool(_inside.get())
+
+
+class Hold:
+    """The guard of a checked call that outlives the callback that checked it.
+
+    A LangChain run is checked in ``on_chat_model_start`` and its request
+    leaves later, from the model's own code; its end is reported from copies
+    of the context (``asyncio.gather``, shielded tasks) where a context
+    variable cannot be reset. So the guard's value is this object, truthy
+    until :meth:`release` switches it off in place, wherever that runs.
+    """
+
+    __slots__ = ("active",)
+
+    def __init__(self) -> None:
+        self.active = True
+
+    def __bool__(self) -> bool:
+        return self.active
+
+    def release(self) -> None:
+        """Let the hooks below check again: the held call's request is out."""
+        self.active = False
+
+
+def held_guard() -> Optional[Hold]:
+    """The active :class:`Hold` this context is inside, if any."""
+    current = _inside.get()
+    return current if isinstance(current, Hold) and current.active else None
+
+
+def hold_guard() -> Hold:
+    """The :class:`Hold` of this context, set (never reset) when none is active.
+
+    Calls checked one after another in one context before any is sent (a
+    batch's prompts) share it.
+    """
+    hold = held_guard()
+    if hold is None:
+        hold = Hold()
+        _inside.set(hold)
+    return hold
+
+
+async def aunder(hold: Hold, call: Callable[[], Awaitable[_T]]) -> _T:
+    """Await ``call()`` inside ``hold``, which another task set and may release."""
+    token = _inside.set(hold)
+    try:
+        return await call()
+    finally:
+        _inside.reset(token)
 
 
 def checked(

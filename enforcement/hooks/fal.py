@@ -42,8 +42,10 @@ the free call goes on.
 fal prices a request per call (per image, per second of video), not per
 token, so what a call costs is counted as one request: :class:`FalMeter`
 estimates no tokens and reports ``Usage(0, 0)`` for a call that completed,
-and a request-count rule accrues it. Streams and realtime connections are not
-metered yet (their hold is released when the call returns).
+and a request-count rule accrues it. A stream is one request too, counted
+when it is asked for (where it is checked). A realtime connection sends many,
+unknown when it opens, so it is not metered yet: its hold is released when
+the call returns.
 """
 
 from __future__ import annotations
@@ -222,14 +224,26 @@ _checked_call = guard(describe, FAL, asynchronous=False, meter=_METER)
 _achecked_call = guard(describe, FAL, asynchronous=True, meter=_METER)
 
 
-def _deferred(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """Check a stream or a connection when it is asked for; it sends when iterated or entered."""
-    metadata = pop_usage_metadata(kwargs)
-    call = read_call(describe, FAL, instance, args, kwargs) or Call(FAL)
-    result = checked(call.provider, call.model, metadata, lambda: wrapped(*args, **kwargs))
-    return carry(result, guarded=True)
+def _deferred(meter: Optional[Meter]) -> Wrapper:
+    """Check a stream or a connection when it is asked for; it sends when iterated or entered.
+
+    ``meter`` reads what the call costs; None releases its hold when the call returns.
+    """
+
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        metadata = pop_usage_metadata(kwargs)
+        call = read_call(describe, FAL, instance, args, kwargs) or Call(FAL)
+        send = lambda: wrapped(*args, **kwargs)  # noqa: E731
+        result = checked(call.provider, call.model, metadata, send, meter, (instance, args, kwargs))
+        return carry(result, guarded=True)
+
+    return wrapper
+
+
+_stream = _deferred(_METER)
+_connection = _deferred(None)
 
 
 def _subscription(
@@ -302,8 +316,10 @@ class _Queue:
             return self.asubscribe if asynchronous else self.subscribe
         if method == "submit":
             return self.asubmit if asynchronous else self.submit
+        if method == "stream":
+            return _stream
         if method in _DEFERRED:
-            return _deferred
+            return _connection
         return _achecked_call if asynchronous else _checked_call
 
 
@@ -379,7 +395,7 @@ class FalInstrumentor(Instrumentor):
             for method in ("run", "submit", "subscribe", "stream"):
                 self.wrap(owner, method, wrapper(method, asynchronous), required=True)
             for method in ("realtime", "ws_connect"):
-                self.wrap(owner, method, _deferred)
+                self.wrap(owner, method, _connection)
             self.relay(owner, "result")
         for handle in ("SyncRequestHandle", "AsyncRequestHandle"):
             owner = getattr(module, handle, None)

@@ -16,18 +16,22 @@ event loop and swallows what it raises.
 
 One call is checked once. The vendor SDK under the model may be hooked too
 (``langchain-openai`` calls the ``openai`` SDK), so a checked run holds the
-re-entrancy guard of :mod:`enforcement.hooks._base` until its first output,
-end or error, and the SDK hook passes the request straight through. The
-guard's value is a :class:`_RunGuard` switched off in place rather than a
-token reset, because LangChain reports a run's end from copies of the context
-(``asyncio.gather``, shielded tasks), where a reset is impossible. Async
-completion LLMs announce their start in tasks of their own, so
+kit's re-entrancy guard (a :class:`~enforcement.hooks._base.Hold`) until its
+first output, end or error, and the SDK hook passes the request straight
+through. Async completion LLMs announce their start in tasks of their own, so
 ``instrument()`` also wraps ``BaseLLM._agenerate_helper`` to carry the guard
 into the model call.
 
-The instrumentor owns the bookkeeping: the guards of the runs in flight
-(bounded) and the handler classes, defined on first use and bound to its
-run table.
+Local spend: the start callback asks ``Engine.begin`` (estimating the run
+from its messages and output limit), and the run's :class:`Spend` is settled
+once, with the usage its ``LLMResult`` reports in ``on_llm_end`` (streams
+included: LangChain aggregates the chunks), with ``None`` in ``on_llm_error``
+(a stream closed early ends there too) and when the run table evicts a run
+that never reported its end. The vendor SDK hook under a run settles
+nothing: it passes the request through, as it does for the check.
+
+The instrumentor owns the bookkeeping: the runs in flight (bounded) and the
+handler classes, defined on first use and bound to its run table.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import sys
 import threading
 from collections.abc import Iterable, Mapping
 from types import ModuleType
-from typing import Any, Callable, Optional, cast
+from typing import Any, Callable, NamedTuple, Optional
 
 import wrapt
 
@@ -58,11 +62,18 @@ from .._providers import (
     PERPLEXITY,
     XAI,
 )
-from .._usage import Estimate, Usage
-from . import _base
-from ._base import Instrumentor, already_checked, hooked_engine
+from .._usage import Estimate, Spend, Usage
+from ._base import (
+    Hold,
+    Instrumentor,
+    already_checked,
+    aunder,
+    held_guard,
+    hold_guard,
+    hooked_engine,
+)
 from ._estimate import output_limit, prompt_tokens
-from ._streams import count, field
+from ._streams import count, field, settle
 from .openai import url_label
 
 __all__ = [
@@ -112,81 +123,93 @@ _HANDLER_NAMES = ("EnforcementCallbackHandler", "AsyncEnforcementCallbackHandler
 _LIMIT_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "num_predict")
 
 
-class _RunGuard:
-    """The re-entrancy guard's value while a checked run is on its way to the vendor.
+class _Run(NamedTuple):
+    """A run in flight: the guard its request leaves under, the money held for it."""
 
-    Truthy until switched off, from whichever context LangChain reports the
-    run's first output, end or error in.
-    """
-
-    __slots__ = ("active",)
-
-    def __init__(self) -> None:
-        self.active = True
-
-    def __bool__(self) -> bool:
-        return self.active
-
-
-# The kit's guard is scoped (``unchecked`` sets and resets it around a call); a
-# run's outlives the callback that checked it, so these three set it in place.
-# They are the only readers and writers of the kit's private guard here.
-def _held_guard() -> Optional[_RunGuard]:
-    """The active guard of a checked run this context is in, if any."""
-    current = _base._inside.get()
-    return current if isinstance(current, _RunGuard) and current.active else None
-
-
-def _hold_guard() -> _RunGuard:
-    """The guard of this context's run (a batch's prompts share one), set if none is."""
-    guard = _held_guard()
-    if guard is None:
-        guard = _RunGuard()
-        _base._inside.set(cast(bool, guard))
-    return guard
-
-
-async def _aunder(guard: _RunGuard, call: Callable[[], Any]) -> Any:
-    """Await ``call()`` inside ``guard``, which another task's callback set and may switch off."""
-    token = _base._inside.set(cast(bool, guard))
-    try:
-        return await call()
-    finally:
-        _base._inside.reset(token)
+    hold: Hold
+    spend: Optional[Spend]
+    parent: Any
 
 
 class _Runs:
-    """The guard each running run holds. Bounded: a run may never report its end."""
+    """The runs in flight, by run id. Bounded: a run may never report its end.
+
+    A run's guard is released at its first output; its spend is settled at
+    its end or error, or released when the table evicts it.
+    """
 
     def __init__(self, limit: int = 4096) -> None:
         self._lock = threading.Lock()
-        self._guards: dict[Any, _RunGuard] = {}
+        self._runs: dict[Any, _Run] = {}
         self._limit = limit
         renew_after_fork(self)
 
     def _after_fork_in_child(self) -> None:
         # The parent's runs run on threads the child does not have.
         self._lock = threading.Lock()
-        self._guards = {}
+        self._runs = {}
 
-    def hold(self, run_id: Any, guard: _RunGuard) -> None:
+    def start(self, run_id: Any, run: _Run) -> None:
         with self._lock:
-            self._guards[run_id] = guard
-            while len(self._guards) > self._limit:
-                self._guards.pop(next(iter(self._guards))).active = False
+            self._runs[run_id] = run
+            evicted = [self._pop_oldest() for _ in range(len(self._runs) - self._limit)]
+        for old in evicted:
+            _finish(old, None)  # never reported its end: release what it held
 
-    def release(self, run_id: Any) -> None:
+    def _pop_oldest(self) -> _Run:
+        return self._runs.pop(next(iter(self._runs)))
+
+    def sent(self, run_id: Any) -> None:
+        """The run's first output: its request is out, so the hooks below check again."""
         with self._lock:
-            guard = self._guards.pop(run_id, None)
-        if guard is not None:
-            guard.active = False
+            run = self._runs.get(run_id)
+        if run is not None:
+            run.hold.release()
 
-    def active_guard(self, run_ids: Iterable[Any]) -> Optional[_RunGuard]:
+    def finish(self, run_id: Any, response: Any = None) -> None:
+        """The run's end (its ``LLMResult``) or error (None): settle it, once."""
+        with self._lock:
+            run = self._runs.pop(run_id, None)
+        if run is not None:
+            _finish(run, response)
+
+    def abandon(self, hold: Hold, parent: Any) -> None:
+        """Release the runs of a batch that will never run: a later prompt was refused.
+
+        LangChain announces a batch's runs one after another and raises at the
+        first refusal, reporting no end for those announced before it.
+        """
+        with self._lock:
+            siblings = [
+                run_id
+                for run_id, run in self._runs.items()
+                if run.hold is hold and run.parent == parent
+            ]
+            runs = [self._runs.pop(run_id) for run_id in siblings]
+        for run in runs:
+            _finish(run, None)
+
+    def active_guard(self, run_ids: Iterable[Any]) -> Optional[Hold]:
         with self._lock:
             for run_id in run_ids:
-                guard = self._guards.get(run_id)
-                if guard is not None and guard.active:
-                    return guard
+                run = self._runs.get(run_id)
+                if run is not None and run.hold:
+                    return run.hold
+        return None
+
+
+def _finish(run: _Run, response: Any) -> None:
+    run.hold.release()
+    if run.spend is not None:
+        settle(run.spend, _usage(response))
+
+
+def _usage(response: Any) -> Optional[Usage]:
+    """:func:`usage_of`, never raising into LangChain's callback."""
+    try:
+        return usage_of(response)
+    except Exception:
+        logger.debug("Could not read a LangChain run's usage; releasing its hold", exc_info=True)
         return None
 
 
@@ -344,6 +367,38 @@ def _flat(prompt: Any) -> list[Any]:
     return [item for part in prompt for item in _flat(part)] if prompt else []
 
 
+class _Start(NamedTuple):
+    """A run's start event, as either handler flavour receives it."""
+
+    serialized: Any
+    prompt: Any  # the messages of a chat model run, the prompts of an LLM run
+    metadata: Any
+    kwargs: Mapping[str, Any]
+    run_id: Any
+    parent_run_id: Any
+    chat: bool
+
+
+class _Check(NamedTuple):
+    """What a run asks its engine before the model is called."""
+
+    engine: Engine
+    usage_metadata: Optional[Mapping[str, Any]]
+    model: Optional[str]
+    provider: Optional[str]
+    estimate: Callable[[], Estimate]
+
+    def begin(self) -> Optional[Spend]:
+        return self.engine.begin(
+            self.usage_metadata, model=self.model, provider=self.provider, estimate=self.estimate
+        )
+
+    async def abegin(self) -> Optional[Spend]:
+        return await self.engine.abegin(
+            self.usage_metadata, model=self.model, provider=self.provider, estimate=self.estimate
+        )
+
+
 class _Checks:
     """What both handler flavours share; they differ in how the check is awaited."""
 
@@ -382,24 +437,59 @@ class _Checks:
     def ignore_custom_event(self) -> bool:
         return True
 
-    def _call(
-        self, serialized: Any, metadata: Any, kwargs: Mapping[str, Any], chat: bool
-    ) -> Optional[tuple[Engine, Optional[Mapping[str, Any]], Optional[str], Optional[str]]]:
-        """The engine and the call's facts; None inside a call an outer hook checked."""
-        if already_checked() and _held_guard() is None:
+    def _start(self, event: _Start) -> Optional[_Check]:
+        """What to ask the engine for the run; None inside a call an outer hook checked."""
+        if already_checked() and held_guard() is None:
             return None
+        params = event.kwargs.get("invocation_params")
         provider, model, call = _facts(
-            serialized, metadata, kwargs.get("invocation_params"), self.usage_metadata, chat
+            event.serialized, event.metadata, params, self.usage_metadata, event.chat
         )
-        engine = self.engine or hooked_engine()
-        return engine, current_metadata(call), model, provider
+        return _Check(
+            self.engine or hooked_engine(),
+            current_metadata(call),
+            model,
+            provider,
+            lambda: estimate(event.prompt, params),
+        )
 
-    def _hold(self, run_id: Any) -> None:
+    def _begin(self, event: _Start) -> None:
+        check = self._start(event)
+        if check is None:
+            return
+        try:
+            spend = check.begin()
+        except BaseException:
+            self._refused(event)
+            raise
+        self._started(event, spend)
+
+    async def _abegin(self, event: _Start) -> None:
+        check = self._start(event)
+        if check is None:
+            return
+        try:
+            spend = await check.abegin()
+        except BaseException:
+            self._refused(event)
+            raise
+        self._started(event, spend)
+
+    def _started(self, event: _Start, spend: Optional[Spend]) -> None:
         """Let the vendor SDK hooks under this run pass its request straight through."""
-        self._runs.hold(run_id, _hold_guard())
+        self._runs.start(event.run_id, _Run(hold_guard(), spend, event.parent_run_id))
 
-    def _release(self, run_id: Any) -> None:
-        self._runs.release(run_id)
+    def _refused(self, event: _Start) -> None:
+        hold = held_guard()
+        if hold is not None:
+            self._runs.abandon(hold, event.parent_run_id)
+
+    def _sent(self, run_id: Any) -> None:
+        self._runs.sent(run_id)
+
+    def _ended(self, run_id: Any, response: Any = None) -> None:
+        """Settle the run: with its ``LLMResult``'s usage, or None (an error) to release."""
+        self._runs.finish(run_id, response)
 
 
 def _define_handlers(runs: _Runs) -> tuple[type[Any], type[Any]]:
@@ -443,11 +533,9 @@ def _define_handlers(runs: _Runs) -> tuple[type[Any], type[Any]]:
             metadata: Optional[dict[str, Any]] = None,
             **kwargs: Any,
         ) -> None:
-            call = self._call(serialized, metadata, kwargs, chat=True)
-            if call is not None:
-                engine, usage_metadata, model, provider = call
-                engine.check(usage_metadata, model=model, provider=provider)
-                self._hold(run_id)
+            self._begin(
+                _Start(serialized, messages, metadata, kwargs, run_id, parent_run_id, chat=True)
+            )
 
         def on_llm_start(
             self,
@@ -460,26 +548,24 @@ def _define_handlers(runs: _Runs) -> tuple[type[Any], type[Any]]:
             metadata: Optional[dict[str, Any]] = None,
             **kwargs: Any,
         ) -> None:
-            call = self._call(serialized, metadata, kwargs, chat=False)
-            if call is not None:
-                engine, usage_metadata, model, provider = call
-                engine.check(usage_metadata, model=model, provider=provider)
-                self._hold(run_id)
+            self._begin(
+                _Start(serialized, prompts, metadata, kwargs, run_id, parent_run_id, chat=False)
+            )
 
         # The request is out once the first output arrives: from then on the
         # vendor SDK's own hook checks again, and the caller's code (which
         # runs between a stream's chunks) is never inside the guard.
         def on_llm_new_token(self, token: Any, *, run_id: Any, **kwargs: Any) -> None:
-            self._release(run_id)
+            self._sent(run_id)
 
         def on_stream_event(self, event: Any, *, run_id: Any, **kwargs: Any) -> None:
-            self._release(run_id)
+            self._sent(run_id)
 
         def on_llm_end(self, response: Any, *, run_id: Any, **kwargs: Any) -> None:
-            self._release(run_id)
+            self._ended(run_id, response)
 
         def on_llm_error(self, error: BaseException, *, run_id: Any, **kwargs: Any) -> None:
-            self._release(run_id)
+            self._ended(run_id)
 
     class AsyncEnforcementCallbackHandler(_Checks, AsyncCallbackHandler):
         """:class:`EnforcementCallbackHandler` for async runs: the check is awaited.
@@ -503,11 +589,9 @@ def _define_handlers(runs: _Runs) -> tuple[type[Any], type[Any]]:
             metadata: Optional[dict[str, Any]] = None,
             **kwargs: Any,
         ) -> None:
-            call = self._call(serialized, metadata, kwargs, chat=True)
-            if call is not None:
-                engine, usage_metadata, model, provider = call
-                await engine.acheck(usage_metadata, model=model, provider=provider)
-                self._hold(run_id)
+            await self._abegin(
+                _Start(serialized, messages, metadata, kwargs, run_id, parent_run_id, chat=True)
+            )
 
         async def on_llm_start(
             self,
@@ -520,11 +604,9 @@ def _define_handlers(runs: _Runs) -> tuple[type[Any], type[Any]]:
             metadata: Optional[dict[str, Any]] = None,
             **kwargs: Any,
         ) -> None:
-            call = self._call(serialized, metadata, kwargs, chat=False)
-            if call is not None:
-                engine, usage_metadata, model, provider = call
-                await engine.acheck(usage_metadata, model=model, provider=provider)
-                self._hold(run_id)
+            await self._abegin(
+                _Start(serialized, prompts, metadata, kwargs, run_id, parent_run_id, chat=False)
+            )
 
         # Plain functions on purpose: LangChain calls them inline without a
         # coroutine per token, and a sync manager (a sync model's
@@ -532,22 +614,22 @@ def _define_handlers(runs: _Runs) -> tuple[type[Any], type[Any]]:
         def on_llm_new_token(  # type: ignore[override]
             self, token: Any, *, run_id: Any, **kwargs: Any
         ) -> None:
-            self._release(run_id)
+            self._sent(run_id)
 
         def on_stream_event(  # type: ignore[override]
             self, event: Any, *, run_id: Any, **kwargs: Any
         ) -> None:
-            self._release(run_id)
+            self._sent(run_id)
 
         def on_llm_end(  # type: ignore[override]
             self, response: Any, *, run_id: Any, **kwargs: Any
         ) -> None:
-            self._release(run_id)
+            self._ended(run_id, response)
 
         def on_llm_error(  # type: ignore[override]
             self, error: BaseException, *, run_id: Any, **kwargs: Any
         ) -> None:
-            self._release(run_id)
+            self._ended(run_id)
 
     return EnforcementCallbackHandler, AsyncEnforcementCallbackHandler
 
@@ -689,7 +771,7 @@ class LangChainInstrumentor(Instrumentor):
                 guard = self._runs.active_guard(getattr(m, "run_id", None) for m in managers)
             if guard is None:
                 return await wrapped(*args, **kwargs)
-            return await _aunder(guard, lambda: wrapped(*args, **kwargs))
+            return await aunder(guard, lambda: wrapped(*args, **kwargs))
 
         self.wrap(llms_module.BaseLLM, "_agenerate_helper", agenerate_helper)
 

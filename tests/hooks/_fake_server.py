@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -145,6 +146,14 @@ class _Server(ThreadingHTTPServer):
         with self._changed:
             self._open.discard(request)
             self._changed.notify_all()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-reply (a stream closed early) is no error of the fake's."""
+        if isinstance(
+            sys.exc_info()[1], (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+        ):
+            return
+        super().handle_error(request, client_address)
 
     def stop(self) -> None:
         """Stop accepting, wake each keep-alive handler with EOF, wait for its socket to close."""

@@ -15,6 +15,8 @@ from typing import Any, Optional
 from ._fake_server import FakeServer, Reply
 
 _JSON = "application/json; charset=UTF-8"
+#: a request for this model is refused with HTTP 400, as an invalid argument is.
+FAILING_MODEL = "fail"
 
 
 def _candidate(text: str, finish: Optional[str]) -> dict[str, Any]:
@@ -64,6 +66,9 @@ class FakeVertexAI(FakeServer):
         model = _model_of(path)
         if method != "POST":
             verb = ""
+        if model == FAILING_MODEL and verb in ("generateContent", "streamGenerateContent"):
+            error = {"code": 400, "message": "invalid argument", "status": "INVALID_ARGUMENT"}
+            return Reply.json({"error": error}, 400, _JSON)
         if verb == "generateContent":
             return Reply.json(_generated(model), 200, _JSON)
         if verb == "streamGenerateContent":

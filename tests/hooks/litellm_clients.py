@@ -41,7 +41,15 @@ def quiet() -> Iterator[None]:
 with quiet():
     import litellm
 
-__all__ = ["async_calls", "close_clients", "quiet", "router_cache", "settings", "sync_calls"]
+__all__ = [
+    "async_calls",
+    "close_clients",
+    "litellm",
+    "quiet",
+    "router_cache",
+    "settings",
+    "sync_calls",
+]
 
 # The clients LiteLLM made at import are its own; every one made after is closed.
 _IMPORT_TIME_CLIENTS = frozenset(litellm.in_memory_llm_clients_cache.cache_dict)
@@ -54,7 +62,10 @@ def settings() -> Iterator[None]:
     Releases before LiteLLM's aiohttp transport have no switch for it, and use httpx anyway.
     """
     aiohttp = hasattr(litellm, "disable_aiohttp_transport")
-    saved = getattr(litellm, "disable_aiohttp_transport", None), litellm.num_retries
+    saved: tuple[Any, Any] = (
+        getattr(litellm, "disable_aiohttp_transport", None),
+        litellm.num_retries,
+    )
     if aiohttp:
         litellm.disable_aiohttp_transport = True
     litellm.num_retries = 0

@@ -529,7 +529,7 @@ def test_other_clients_labels() -> None:
 def test_a_label_follows_a_changed_base_url(api: FakeAnthropic) -> None:
     with Anthropic(api_key="k", base_url=api.base_url) as client:
         assert provider_label(client) == "ANTHROPIC"
-        client.base_url = "https://gw.amazonaws.com"  # type: ignore[assignment]
+        client.base_url = "https://gw.amazonaws.com"  # type: ignore[assignment, unused-ignore]
         assert provider_label(client) == "AWS"
 
 

@@ -120,7 +120,8 @@ def test_each_call_is_checked_once_under_the_references_model(
     recording: RecordingEngine, sync: fal_client.SyncClient, api: FakeFal
 ) -> None:
     sync.run(APP, ARGUMENTS, path="extra")  # the model is the application, not the URL
-    sync.subscribe("flux/dev", ARGUMENTS, **({"client_timeout": 30} if HAS_CLIENT_TIMEOUT else {}))
+    timeout: dict[str, Any] = {"client_timeout": 30} if HAS_CLIENT_TIMEOUT else {}
+    sync.subscribe("flux/dev", ARGUMENTS, **timeout)
     fal_client.submit(APP, ARGUMENTS)
     list(sync.stream(APP, ARGUMENTS))
     assert recording.seen == [(MODEL, FAL)] * 4
@@ -167,7 +168,7 @@ def test_results_polls_and_cancels_are_free_and_take_tags(
 ) -> None:
     handle = sync.submit(APP, ARGUMENTS)
     recording.load_payload([breached_rule()])
-    tags = {"usage_metadata": {"organizationName": "acme"}}
+    tags: dict[str, Any] = {"usage_metadata": {"organizationName": "acme"}}
     assert sync.result(APP, handle.request_id, **tags)
     assert fal_client.result(APP, handle.request_id, **tags)
     assert handle.get(**tags)
@@ -184,7 +185,7 @@ async def test_async_results_are_free_and_take_tags(
 ) -> None:
     handle = await asynchronous.submit(APP, ARGUMENTS)
     recording.load_payload([breached_rule()])
-    tags = {"usage_metadata": {"organizationName": "acme"}}
+    tags: dict[str, Any] = {"usage_metadata": {"organizationName": "acme"}}
     assert await asynchronous.result(APP, handle.request_id, **tags)
     assert await fal_client.result_async(APP, handle.request_id, **tags)
     assert await handle.get(**tags)

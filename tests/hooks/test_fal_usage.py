@@ -59,3 +59,20 @@ async def test_async_run_and_subscribe_settle_once_each(
         await asynchronous.run(APP, arguments=dict(ARGUMENTS))
         await asynchronous.subscribe(APP, arguments=dict(ARGUMENTS))
     assert holding.settled == [ONE_REQUEST, ONE_REQUEST]
+
+
+def test_a_stream_is_one_request_settled_once(
+    holding: RecordingEngine, sync: fal_client.SyncClient
+) -> None:
+    stream = sync.stream(APP, arguments=dict(ARGUMENTS))
+    assert holding.settled == [ONE_REQUEST]  # counted where it is checked: when asked for
+    assert list(stream)
+    assert holding.settled == [ONE_REQUEST]
+
+
+async def test_an_async_stream_is_one_request_settled_once(
+    holding: RecordingEngine, api: FakeFal
+) -> None:
+    async with aclient(api) as asynchronous:
+        assert [event async for event in asynchronous.stream(APP, arguments=dict(ARGUMENTS))]
+    assert holding.settled == [ONE_REQUEST]

@@ -75,7 +75,7 @@ class TestInstrumentor(Instrumentor):
     below = (3,)
     provider = "TESTSDK"
     installed: Optional[str] = "2.0.1"
-    funnels = ("send", "asend")
+    funnels: tuple[str, ...] = ("send", "asend")
 
     def version(self) -> Optional[str]:
         return self.installed

@@ -160,6 +160,6 @@ def test_a_rule_on_an_openai_compatible_provider_stops_the_call(
         openai_client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     assert api.count == 1
     with OpenAI(base_url=api.base_url, api_key="sk-test") as moved:
-        moved.base_url = "https://api.x.ai/v1"  # type: ignore[assignment]
+        moved.base_url = "https://api.x.ai/v1"  # type: ignore[assignment, unused-ignore]
         with pytest.raises(BudgetExceededError):
             moved.chat.completions.create(model="grok-4", messages=MESSAGES)

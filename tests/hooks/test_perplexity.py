@@ -167,7 +167,7 @@ def test_free_requests_pass_a_breached_cap(
     recording: RecordingEngine, sdk: Perplexity, api: FakePerplexity
 ) -> None:
     recording.load_payload([breached_rule()])
-    tags = {"usage_metadata": {"organizationName": "acme"}}
+    tags: dict[str, Any] = {"usage_metadata": {"organizationName": "acme"}}
     assert sdk.async_.chat.completions.get("async-1").status == "COMPLETED"
     assert sdk.search.create(query="hi", **tags).results
     if has("browser"):  # since 0.30

@@ -13,8 +13,8 @@ from __future__ import annotations
 import gc
 import inspect
 import json
-from collections.abc import Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, Generator, Iterator
+from typing import Any, Optional, TypeVar
 
 import anthropic
 import ollama
@@ -22,6 +22,7 @@ import openai
 import pytest
 from botocore.eventstream import EventStream
 from google.genai import errors as genai_errors
+from google.genai import types as genai_types
 
 import enforcement
 from enforcement import BudgetExceededError
@@ -133,17 +134,22 @@ async def test_openai_async_chat_settles_with_the_reported_usage(
     assert holding.estimates[0].max_output_tokens is None
 
 
+def _chat_stream_with_usage(client: openai.OpenAI, **extra: Any) -> Any:
+    """A streamed chat completion that asks for its usage; ``extra`` may be a hook's keyword."""
+    return client.chat.completions.create(
+        model="gpt-4o",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
+        **extra,
+    )
+
+
 def test_openai_stream_with_usage_settles_from_its_last_chunk(
     holding: RecordingEngine, oai: FakeOpenAI
 ) -> None:
     with openai_table.client(oai) as client:
-        stream = client.chat.completions.create(
-            model="gpt-4o",
-            messages=MESSAGES,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-        chunks = list(stream)
+        chunks = list(_chat_stream_with_usage(client))
     assert len(chunks) == 3  # the two text chunks and the usage chunk the caller asked for
     assert holding.settled == [CHAT]
 
@@ -374,6 +380,7 @@ def test_ollama_stream_settles_from_its_last_chunk(
     with ollama_table.client(local) as client:
         chunks = list(client.chat(model=LLAMA, messages=MESSAGES, stream=True))
         early = client.generate(model=LLAMA, prompt="hi", stream=True)
+        assert isinstance(early, Generator)
         next(early)
         early.close()
     assert len(chunks) == 2
@@ -388,6 +395,7 @@ async def test_ollama_async_calls_and_streams_settle(
         stream = await client.chat(model=LLAMA, messages=MESSAGES, stream=True)
         assert len([chunk async for chunk in stream]) == 2
         early = await client.chat(model=LLAMA, messages=MESSAGES, stream=True)
+        assert isinstance(early, AsyncGenerator)
         await early.__anext__()
         await early.aclose()
     assert held_ollama.settled == [OLLAMA_CHAT, OLLAMA_CHAT, None]
@@ -417,7 +425,10 @@ GENERATED = Usage(30, 9, cache_read_tokens=10, model=GEMINI)
 def test_genai_generate_settles_with_usage_metadata(
     held_genai: RecordingEngine, gemini: FakeGemini
 ) -> None:
-    config = {"max_output_tokens": 128, "system_instruction": "be brief"}
+    config: genai_types.GenerateContentConfigDict = {
+        "max_output_tokens": 128,
+        "system_instruction": "be brief",
+    }
     with genai_table.client(gemini) as client:
         client.models.generate_content(model=GEMINI, contents="hello", config=config)
     assert held_genai.settled == [GENERATED]
@@ -430,6 +441,7 @@ def test_genai_stream_settles_from_its_last_chunk(
     with genai_table.client(gemini) as client:
         chunks = list(client.models.generate_content_stream(model=GEMINI, contents="hello"))
         early = client.models.generate_content_stream(model=GEMINI, contents="hello")
+        assert isinstance(early, Generator)
         next(early)
         early.close()
     assert len(chunks) == 2
@@ -524,6 +536,10 @@ def test_bedrock_error_blocked_and_unheld(held_bedrock: RecordingEngine, aws: Fa
 # -- the kit, alone -----------------------------------------------------------------
 
 
+def _unreadable(item: Any) -> Optional[Usage]:
+    raise ZeroDivisionError("unreadable")
+
+
 class _Broken(Meter):
     """A meter whose every reading fails: the caller must never see it."""
 
@@ -532,7 +548,7 @@ class _Broken(Meter):
 
     def tally(self, result: Any, estimate: Any) -> Any:
         if isinstance(result, list):
-            return LatestUsage(lambda item: 1 / 0)
+            return LatestUsage(_unreadable)
         return None
 
 
@@ -572,3 +588,13 @@ class _Items(Meter):
 
     def tally(self, result: Any, estimate: Any) -> Any:
         return LatestUsage(lambda item: item)
+
+
+def test_a_stream_given_usage_metadata_settles_through_its_carrier(
+    holding: RecordingEngine, oai: FakeOpenAI
+) -> None:
+    with openai_table.client(oai) as client:
+        stream = _chat_stream_with_usage(client, usage_metadata={"organizationName": "acme"})
+        with stream:
+            assert len(list(stream)) == 3
+    assert holding.settled == [CHAT]

@@ -44,7 +44,7 @@ def held(recording: RecordingEngine) -> RecordingEngine:
 @pytest.fixture
 def router(api: FakeOpenAI) -> Router:
     params = {"model": "openai/gpt-4o", "api_base": api.base_url, "api_key": "sk-x"}
-    built = Router(model_list=[{"model_name": "chat", "litellm_params": params}])
+    built: Router = Router(model_list=[{"model_name": "chat", "litellm_params": params}])
     _routers.append(built)
     return built
 

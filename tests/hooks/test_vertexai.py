@@ -23,6 +23,12 @@ from .tables.vertexai import LOCATION, PROJECT, Models, aclient, client, configu
 
 MODEL = "gemini-1.5-pro"
 FULL = f"projects/{PROJECT}/locations/{LOCATION}/publishers/google/models/{MODEL}"
+ACME = {"organizationName": "acme"}
+
+
+def tagged(usage_metadata: dict[str, str]) -> dict[str, Any]:
+    """``usage_metadata=``, a keyword the SDK's signature lacks (the hook removes it)."""
+    return {"usage_metadata": usage_metadata}
 
 
 @pytest.fixture
@@ -143,7 +149,7 @@ def test_a_chat_stream_checked_at_the_call_is_not_checked_again_while_read(
     models: Models, engine: Engine, api: FakeVertexAI
 ) -> None:
     chat = models(MODEL).start_chat()
-    stream = chat.send_message("hi", stream=True, usage_metadata={"organizationName": "acme"})
+    stream = chat.send_message("hi", stream=True, **tagged(ACME))
     # A rule that would refuse the call, loaded after it passed: the stream it opened is read.
     engine.load_payload([breached_rule(provider="Google")])
     assert [chunk.text for chunk in stream] == ["h", "i"]
@@ -220,9 +226,9 @@ def test_usage_metadata_is_read_per_turn_of_a_chat(
     acme = [{"dimension": "ORGANIZATION", "operator": "IS", "value": "acme"}]
     engine.load_payload([breached_rule(filters=acme)])
     chat = models(MODEL).start_chat()
-    assert chat.send_message("hi", usage_metadata={"organizationName": "beta"}).text == "hi"
+    assert chat.send_message("hi", **tagged({"organizationName": "beta"})).text == "hi"
     with pytest.raises(BudgetExceededError):
-        chat.send_message("again", usage_metadata={"organizationName": "acme"})
+        chat.send_message("again", **tagged(ACME))
     assert len(chat.history) == 2  # the refused turn never joined the history
     assert api.count == 1
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any
 
 import pytest
+from google.api_core import exceptions as google_errors
 from vertexai.generative_models import (
     Content,
     GenerationConfig,
@@ -16,11 +18,12 @@ from vertexai.generative_models import (
 )
 
 import enforcement
+from enforcement import BudgetExceededError
 from enforcement._usage import Estimate, Usage
 from enforcement.hooks.vertexai import estimate, usage_of
 
-from .conftest import RecordingEngine
-from .fake_vertexai import FakeVertexAI
+from .conftest import RecordingEngine, breached_rule
+from .fake_vertexai import FAILING_MODEL, FakeVertexAI
 from .tables.vertexai import Models, aclient, client, configured
 
 MODEL = "gemini-1.5-pro"
@@ -133,3 +136,37 @@ async def test_async_calls_and_streams_settle(holding: RecordingEngine, amodels:
     stream = await model.generate_content_async("hi", stream=True)
     assert "".join([chunk.text async for chunk in stream]) == "hi"
     assert holding.settled == [REPORTED, REPORTED]
+
+
+def test_a_failed_call_or_stream_releases_its_hold(
+    holding: RecordingEngine, models: Models
+) -> None:
+    with pytest.raises(google_errors.BadRequest):
+        models(FAILING_MODEL).generate_content("hi")
+    with pytest.raises(google_errors.BadRequest):
+        list(models(FAILING_MODEL).generate_content("hi", stream=True))
+    assert holding.settled == [None, None]
+
+
+def test_a_stream_closed_early_releases_its_hold(holding: RecordingEngine, models: Models) -> None:
+    stream = models(MODEL).generate_content("hi", stream=True)
+    assert isinstance(stream, Generator)
+    next(stream)
+    stream.close()
+    assert holding.settled == [None]
+    del stream
+    with warnings.catch_warnings():  # the SDK leaves an abandoned stream's socket to the collector
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
+def test_a_blocked_call_sends_and_settles_nothing(
+    holding: RecordingEngine, models: Models, api: FakeVertexAI
+) -> None:
+    holding.load_payload([breached_rule()])
+    with pytest.raises(BudgetExceededError):
+        models(MODEL).generate_content("hi")
+    with pytest.raises(BudgetExceededError):
+        models(MODEL).generate_content("hi", stream=True)
+    assert api.count == 0
+    assert holding.settled == []

@@ -38,10 +38,9 @@ MESSAGES: Any = [{"role": "user", "content": "hi"}]
 #: what ``with_raw_response`` returns: a LegacyAPIResponse before 1.0.
 RAW: tuple[type, ...] = (APIResponse,)
 ARAW: tuple[type, ...] = (AsyncAPIResponse,)
-if importlib.util.find_spec("anthropic._legacy_response") is not None:
-    from anthropic._legacy_response import LegacyAPIResponse
-
-    RAW, ARAW = (*RAW, LegacyAPIResponse), (*ARAW, LegacyAPIResponse)
+if importlib.util.find_spec("anthropic._legacy_response") is not None:  # before 1.0 only
+    legacy: type = importlib.import_module("anthropic._legacy_response").LegacyAPIResponse
+    RAW, ARAW = (*RAW, legacy), (*ARAW, legacy)
 EVENTS = spans(RawMessageStartEvent, RawMessageStopEvent)
 BETA_EVENTS = spans(BetaRawMessageStartEvent, BetaRawMessageStopEvent)
 

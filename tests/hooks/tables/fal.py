@@ -28,7 +28,7 @@ ARGUMENTS = {"prompt": "a cat"}
 
 
 def _is_result(result: Any) -> bool:
-    return result == RESULT
+    return bool(result == RESULT)
 
 
 def _is_handle(result: Any) -> bool:

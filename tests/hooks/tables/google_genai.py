@@ -39,7 +39,10 @@ def http_options(api: FakeGemini, under: str = "", **options: Any) -> gtypes.Htt
 
     With the shared TLS context where the release takes its clients' arguments (1.x does not).
     """
-    tls = {"client_args": {"verify": _TLS}, "async_client_args": {"ssl": _TLS, "verify": _TLS}}
+    tls: dict[str, Any] = {
+        "client_args": {"verify": _TLS},
+        "async_client_args": {"ssl": _TLS, "verify": _TLS},
+    }
     fields = gtypes.HttpOptions.model_fields
     return gtypes.HttpOptions(
         base_url=api.base_url + under,

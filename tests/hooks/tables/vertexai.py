@@ -73,12 +73,14 @@ def configured(api: FakeVertexAI, *, asynchronous: bool = False) -> Iterator[Non
             location=LOCATION,
             api_transport="rest",
             api_endpoint=api.origin,
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call,unused-ignore]
         )
         if asynchronous:  # else the async client falls back to gRPC
             if not hasattr(initializer, "_set_async_rest_credentials"):
                 pytest.skip("async REST came between 1.70 and 1.80; this release's is gRPC only")
-            initializer._set_async_rest_credentials(AsyncAnonymousCredentials())
+            initializer._set_async_rest_credentials(
+                AsyncAnonymousCredentials()  # type: ignore[no-untyped-call,unused-ignore]
+            )
         yield
     finally:
         vars(config).clear()
