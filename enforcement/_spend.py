@@ -17,13 +17,13 @@ So every hooked call is accounted for here, between polls:
   after the payload's ``compiledAt`` plus the holds in flight, so a new
   payload drops what it already counts.
 
-The ledger is the largest scope that works: Redis across hosts
-(``REVENIUM_CB_LEDGER_URL``), the cache directory across the host's
-processes, else this process. A ledger that fails is skipped for a while
-and ``status()`` says so; a failing ledger never refuses a call.
+The ledger is the largest scope that works (``_ledger_chain``): Redis
+across hosts, the cache directory across the host's processes, else this
+process. What a call holds and uses under each metric is ``_amounts``'.
 
-Where a new metric goes: ``_amount`` (what a call holds) and ``_actual``
-(what it used), keyed by :attr:`Account.metric`.
+Where accrual goes: here (when and how much), ``_accounts`` (which rules a
+call counts toward), ``_amounts`` (a new metric), ``_ledger`` (where it is
+kept).
 """
 
 from __future__ import annotations
@@ -35,9 +35,11 @@ import threading
 from typing import Any, Callable, Optional, Union
 
 from ._accounts import Account
+from ._amounts import held_amount, local_refusal, used_amount
 from ._callfacts import CallFacts
 from ._errors import BudgetExceededError
-from ._ledger import Bucket, Hold, HostLedger, Ledger, LedgerUnavailable, ProcessLedger, fits
+from ._ledger import Bucket, Hold, Ledger, fits
+from ._ledger_chain import LedgerChain
 from ._mirror import snapshot_scope
 from ._prices import PriceTable
 from ._ruleset import Notice, RuleSet, Verdict
@@ -50,9 +52,6 @@ __all__ = ["Held", "LocalSpend"]
 logger = logging.getLogger("enforcement")
 
 _OPEN_WINDOW = 86_400.0  # a rule with no window end: its buckets are kept a day
-_RETRY_LEDGER_AFTER = 5.0  # seconds a failed shared ledger is skipped before it is tried again
-_DEFAULT_OUTPUT_LIMIT = 4096  # output tokens held for a token metric when nothing says more
-_BLOCK_PREFIX = "Request blocked by Revenium enforcement rule: "
 _UNLIMITED = math.inf
 _RECENT_BUCKETS = 256
 _BUCKET_CACHE_SIZE = 4096
@@ -115,14 +114,12 @@ class LocalSpend:
         settings: Settings,
         *,
         prices: PriceTable,
-        ledgers: list[Ledger],
+        ledgers: LedgerChain,
         wall_clock: Callable[[], float],
     ) -> None:
         self.prices = prices
         self._scope = snapshot_scope(settings.base_url, settings.team_id)
-        self._ledgers = ledgers  # largest scope first; the last (this process) never fails
-        self._skip_until = [0.0] * len(ledgers)
-        self._errors: list[Optional[str]] = [None] * len(ledgers)
+        self._ledgers = ledgers
         self._wall_clock = wall_clock
         self._since = 0.0
         self._lock = threading.Lock()
@@ -147,27 +144,14 @@ class LocalSpend:
         wall_clock: Callable[[], float],
         prices: Optional[PriceTable] = None,
     ) -> LocalSpend:
-        """The ledgers the settings name: Redis, then the host's, then this process's."""
-        ledgers: list[Ledger] = []
+        """Local spend as the settings configure it: the ledgers, the price table."""
         scope = snapshot_scope(settings.base_url, settings.team_id)
-        if settings.ledger_url:
-            try:
-                from ._redis_ledger import RedisLedger
-
-                ledgers.append(RedisLedger(settings.ledger_url))
-            except Exception as problem:  # redis-py not installed, a bad URL
-                logger.warning("REVENIUM_CB_LEDGER_URL not used: %s", problem)
-        if settings.cache_dir:
-            try:
-                ledgers.append(HostLedger(settings.cache_dir, scope))
-            except Exception as problem:
-                logger.warning("The host's spend ledger is not used: %s", problem)
-        ledgers.append(ProcessLedger())
         if prices is None:
             prices = (
                 PriceTable.from_file(settings.prices_file) if settings.prices_file else PriceTable()
             )
-        return cls(settings, prices=prices, ledgers=ledgers, wall_clock=wall_clock)
+        chain = LedgerChain.for_settings(settings, scope, wall_clock)
+        return cls(settings, prices=prices, ledgers=chain, wall_clock=wall_clock)
 
     # -- rule sets -------------------------------------------------------------------
 
@@ -199,9 +183,9 @@ class LocalSpend:
                 if not account.blocks or account.shadow:
                     continue
                 bucket = self._bucket(account, now)
-                local = self._spent(bucket, now)
+                local = self._ledgers.spent(bucket, now)
                 if local is not None and not fits(local, bucket.limit, bucket.inclusive):
-                    return Verdict(self._refusal(account, local), ())
+                    return Verdict(local_refusal(account, local), ())
         except Exception:
             logger.debug("Local spend check failed unexpectedly; letting it through", exc_info=True)
         return None
@@ -244,18 +228,22 @@ class LocalSpend:
         model = facts.model if isinstance(facts.model, str) else None
         provider = facts.provider if isinstance(facts.provider, str) else None
         worst = self._estimate(estimate)
-        amounts = [self._amount(account.metric, worst, model, provider) for account in accounts]
+        amounts = [
+            held_amount(account.metric, worst, self.prices, model, provider) for account in accounts
+        ]
         buckets = [self._bucket(account, now) for account in accounts]
         admitting = [
             bucket if account.blocks and not account.shadow else bucket._replace(limit=_UNLIMITED)
             for account, bucket in zip(accounts, buckets)
         ]
-        for ledger, result in self._reserve(admitting, amounts, now):
+        reserved = self._ledgers.reserve(admitting, amounts, now)
+        if reserved is not None:
+            ledger, result = reserved
             if isinstance(result, Bucket):
                 index = admitting.index(result)
-                local = self._spent(result, now) or 0.0
+                local = self._ledgers.spent(result, now) or 0.0
                 self.refused += 1
-                return self._refusal(accounts[index], local + amounts[index])
+                return local_refusal(accounts[index], local + amounts[index])
             self._notice_non_blocking(accounts, buckets, ledger, now, notices)
             with self._lock:
                 self.holds += 1
@@ -263,36 +251,6 @@ class LocalSpend:
                 self._remember(accounts, buckets)
             return Held(self, ledger, result, accounts, buckets, amounts, model, provider)
         return None
-
-    def _reserve(
-        self, buckets: list[Bucket], amounts: list[float], now: float
-    ) -> list[tuple[Ledger, Union[Hold, Bucket]]]:
-        """The first ledger's answer that can give one; a failing shared ledger is skipped."""
-        for index, ledger in enumerate(self._ledgers):
-            if now < self._skip_until[index] or not getattr(ledger, "healthy", True):
-                continue
-            try:
-                result = ledger.reserve(buckets, amounts, now)
-            except LedgerUnavailable as problem:
-                self._ledger_failed(index, str(problem))
-                continue
-            except Exception as problem:  # a ledger bug must not cost the call
-                logger.debug("Spend ledger %s failed", ledger.scope, exc_info=True)
-                self._ledger_failed(index, f"{type(problem).__name__}: {problem}")
-                continue
-            self._errors[index] = None
-            return [(ledger, result)]
-        return []
-
-    def _ledger_failed(self, index: int, reason: str) -> None:
-        if self._errors[index] is None:
-            logger.warning(
-                "The %s spend ledger failed (%s); using the next one",
-                self._ledgers[index].scope,
-                reason,
-            )
-        self._errors[index] = reason
-        self._skip_until[index] = self._wall_clock() + _RETRY_LEDGER_AFTER
 
     def _notice_non_blocking(
         self,
@@ -325,10 +283,7 @@ class LocalSpend:
             if usage is None:
                 held._ledger.release(held._hold)
                 return
-            actual = [
-                self._actual(account.metric, usage, held._model, held._provider)
-                for account in held._accounts
-            ]
+            actual = [self._used(account, usage, held) for account in held._accounts]
             now = self._wall_clock()
             held._ledger.commit(held._hold, actual, now)
             with self._lock:
@@ -337,6 +292,13 @@ class LocalSpend:
                 self._note_overrun(held, actual, now)
         except Exception:
             logger.debug("Could not settle a call's spend", exc_info=True)
+
+    def _used(self, account: Account, usage: Usage, held: Held) -> float:
+        used = used_amount(account.metric, usage, self.prices, held._model, held._provider)
+        if used is None:
+            self.unpriced += 1
+            return 0.0
+        return used
 
     def _note_overrun(self, held: Held, actual: list[float], now: float) -> None:
         """A call that cost more than its hold may have breached a rule: plain checks look again.
@@ -362,41 +324,6 @@ class LocalSpend:
         except Exception:
             logger.debug("Could not estimate a call; holding its output only", exc_info=True)
             return Estimate(0, None)
-
-    def _amount(
-        self, metric: str, estimate: Estimate, model: Optional[str], provider: Optional[str]
-    ) -> float:
-        if metric == "cost":
-            worst = self.prices.worst_case(estimate, model, provider)
-            return 0.0 if worst is None else worst
-        if metric == "requests":
-            return 1.0
-        output = estimate.max_output_tokens
-        if output is None:
-            rates = self.prices.rates(model, provider)
-            output = rates.max_output_tokens if rates is not None else _DEFAULT_OUTPUT_LIMIT
-        if metric == "input_tokens":
-            return float(estimate.input_tokens)
-        if metric == "output_tokens":
-            return float(output)
-        return float(estimate.input_tokens + output)
-
-    def _actual(
-        self, metric: str, usage: Usage, model: Optional[str], provider: Optional[str]
-    ) -> float:
-        if metric == "cost":
-            cost = self.prices.cost(usage, model, provider)
-            if cost is None:
-                self.unpriced += 1
-                return 0.0
-            return cost
-        if metric == "requests":
-            return 1.0
-        if metric == "input_tokens":
-            return float(usage.input_tokens)
-        if metric == "output_tokens":
-            return float(usage.output_tokens)
-        return float(usage.input_tokens + usage.output_tokens)
 
     # -- buckets -----------------------------------------------------------------------
 
@@ -424,42 +351,6 @@ class LocalSpend:
             expires_at=end if end is not None else now + _OPEN_WINDOW,
         )
 
-    def _spent(self, bucket: Bucket, now: float) -> Optional[float]:
-        """Completed plus held local spend on ``bucket``, from the first ledger that answers."""
-        for index, ledger in enumerate(self._ledgers):
-            if now < self._skip_until[index]:
-                continue
-            try:
-                used, held = ledger.spent(bucket, now)
-            except Exception:
-                continue
-            return used + held
-        return None
-
-    def _refusal(self, account: Account, local: float) -> BudgetExceededError:
-        rule = account.rule
-        figure = account.base + local
-        unit = "$" if account.metric == "cost" else ""
-        message = (
-            f"{_BLOCK_PREFIX}{rule.name} (local spend {unit}{local:.4g} since the server's "
-            f"{unit}{account.base:.4g} reaches {unit}{figure:.4g} of {unit}{account.threshold:.4g})"
-        )
-        if rule.deny_message is not None:
-            message = f"{message}. {rule.deny_message}"
-        return BudgetExceededError(
-            message,
-            rule_name=rule.name,
-            current_value=figure,
-            threshold=account.threshold,
-            resets_at=rule.resets_at,
-            rule_id=rule.identifier,
-            deny_message=rule.deny_message,
-            period_type=rule.period_type,
-            metric_type=rule.metric_type,
-            action=rule.action,
-            source="local",
-        )
-
     # -- status ------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
@@ -473,22 +364,9 @@ class LocalSpend:
 
     def describe(self) -> dict[str, Any]:
         """For ``status()``: the ledger in use, the ones failing, the counts."""
-        ledgers = []
-        for index, ledger in enumerate(self._ledgers):
-            info: dict[str, Any] = dict(ledger.describe())
-            info["error"] = self._errors[index] or info.get("last_error") or info.get("error")
-            ledgers.append(info)
-        in_use = next(
-            (
-                ledger.scope
-                for index, ledger in enumerate(self._ledgers)
-                if self._errors[index] is None and getattr(ledger, "healthy", True)
-            ),
-            "process",
-        )
         return {
-            "ledger": in_use,
-            "ledgers": ledgers,
+            "ledger": self._ledgers.in_use(),
+            "ledgers": self._ledgers.describe(),
             **self.counts(),
             "rules": self.by_rule(),
             "prices": self.prices.describe(),
@@ -518,15 +396,11 @@ class LocalSpend:
                     "entry_digest": _digest(account.entry) if account.entry else "",
                     "metric": account.metric,
                     "server": account.base,
-                    "local": self._spent(bucket, now),
+                    "local": self._ledgers.spent(bucket, now),
                     "threshold": account.threshold,
                 }
             )
         return rows
 
     def close(self) -> None:
-        for ledger in self._ledgers:
-            try:
-                ledger.close()
-            except Exception:
-                logger.debug("Closing the %s ledger failed", ledger.scope, exc_info=True)
+        self._ledgers.close()
