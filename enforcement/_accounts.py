@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from ._callfacts import CallFacts
 from ._filters import (
@@ -25,10 +25,8 @@ from ._filters import (
     rows_hold,
     scan_filters,
 )
+from ._rule import CompiledRule
 from ._wire import Payload, coerce_float, is_department_rule
-
-if TYPE_CHECKING:
-    from ._rule import CompiledRule
 
 __all__ = ["Account", "Accruals", "accrual_metric", "accrual_operator", "rule_id_value"]
 

@@ -217,20 +217,32 @@ class CallFacts:
         Written out flat: it runs on every call while anyone is over a
         grouped cap, and each helper call would cost as much as a probe.
         """
-        if self._group_keys is not None:
-            return any(key in keys for key in self._group_keys)
+        known = self._group_keys
+        if known is not None:
+            return not keys.isdisjoint(known)
+        metadata = self.metadata
         identity = self._identity
         if identity is None:
-            identity = self._identity = _identity(self.metadata)
+            identity = self._identity = _identity(metadata)
         subscriber_id, email = identity
-        key = _id_key(subscriber_id)
-        if key is None:
-            key = _id_key(self.metadata.get("subscriber_id"))
-        if key is not None and key in keys:
+        if type(subscriber_id) is str:  # the usual id: the key is itself, as stored
+            if subscriber_id[:_SUBSCRIBER_STORED_LENGTH] in keys:
+                return True
+        else:
+            key = _id_key(subscriber_id)
+            if key is None:
+                key = _id_key(metadata.get("subscriber_id"))
+            if key is not None and key in keys:
+                return True
+        flat = metadata.get("subscriber_email")
+        if not emails_among_them:  # only an address without an "@" can be among the keys
+            if type(email) is str and "@" in email:
+                email = None
+            if type(flat) is str and "@" in flat:
+                flat = None
+        if email is not None and _email_in(email, keys, emails_among_them):
             return True
-        return _email_in(email, keys, emails_among_them) or _email_in(
-            self.metadata.get("subscriber_email"), keys, emails_among_them
-        )
+        return flat is not None and _email_in(flat, keys, emails_among_them)
 
     def caller_email(self) -> Optional[str]:
         """The normalized address department maps are keyed by: nested wins over flat."""

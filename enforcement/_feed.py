@@ -205,7 +205,7 @@ class Feed:
                 payload=Payload.empty(), etag=response.headers.get("etag"), status=204
             )
         try:
-            payload = parse_payload(json_pieces.decode(body))
+            payload = parse_payload(*json_pieces.decode_keeping_rules(body))
         except Exception as problem:  # not JSON, too deep, the wrong shape
             return FeedResult(status=response.status_code, error=f"unreadable body: {problem}")
         return FeedResult(

@@ -23,15 +23,21 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Callable, Optional
 
-__all__ = ["MAX_DEPTH", "TooDeep", "decode", "encode_list"]
+__all__ = ["MAX_DEPTH", "TooDeep", "decode", "decode_keeping_rules", "encode_list"]
 
 MAX_DEPTH = 32  # nesting levels of arrays and objects, the document itself included
 _PIECEWISE_OVER = 256 * 1024  # bytes; smaller documents go through json.loads at once
 _ENCODE_BATCH = 64  # rules per C call when encoding: about a millisecond of GIL each
+_BATCH_CHARS = 32 * 1024  # text per C call when decoding a large array: about a millisecond
 _decoder = json.JSONDecoder()
+# raw_decode without its Python frame (typeshed does not name the attribute)
+_scan_once: Callable[[str, int], tuple[Any, int]] = getattr(_decoder, "scan_once")  # noqa: B009
 _whitespace = re.compile(r"[ \t\n\r]*")
+_WHITESPACE = frozenset(" \t\n\r")
+_INNERMOST = re.compile(rb"\[\]|\{\}")
+_NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'[]{}"')
 
 
 class TooDeep(ValueError):
@@ -49,33 +55,47 @@ def decode(body: bytes) -> Any:
     :data:`MAX_DEPTH` deep (:class:`TooDeep` for the too deep), never
     ``RecursionError``.
     """
+    return decode_keeping_rules(body)[0]
+
+
+def decode_keeping_rules(body: bytes) -> tuple[Any, Optional[str]]:
+    """:func:`decode`, and the text of the rules array when the body is large.
+
+    The text is the top-level ``rules`` array (the last one, as ``json.loads``
+    keeps the last of a repeated key) or the whole document when it is a bare
+    list: exactly what the decoded rules were read from, so a snapshot can
+    write it as it came instead of encoding 10,000 rules again. ``None`` for
+    a small body, whose rules cost little to encode.
+    """
     try:
         if len(body) < _PIECEWISE_OVER:
             value = json.loads(body)
             if _openers(body) > MAX_DEPTH and _deeper_than(value, MAX_DEPTH):
                 raise TooDeep(_TOO_DEEP)
-            return value
+            return value, None
         return _decode_large(body)
     except RecursionError:
         raise TooDeep(_TOO_DEEP) from None
 
 
-def _decode_large(body: bytes) -> Any:
+def _decode_large(body: bytes) -> tuple[Any, Optional[str]]:
     text = body.decode(json.detect_encoding(body), "surrogatepass")
-    index = _skip(text, 0)
+    start = index = _skip(text, 0)
     value: Any
+    rules: Optional[tuple[int, int]]
     if text.startswith("{", index):
-        value, index = _object(text, index)
+        value, index, rules = _object(text, index)
     elif text.startswith("[", index):
         value, index = _array(text, index, MAX_DEPTH - 1)
+        rules = (start, index)
     else:
         value = json.loads(text)
         if _deeper_than(value, MAX_DEPTH):
             raise TooDeep(_TOO_DEEP)
-        return value
+        return value, None
     if _skip(text, index) != len(text):
         raise json.JSONDecodeError("Extra data", text, index)
-    return value
+    return value, None if rules is None else text[rules[0] : rules[1]]
 
 
 def _openers(text: bytes) -> int:
@@ -120,28 +140,126 @@ def _skip(text: str, index: int) -> int:
 
 
 def _array(text: str, index: int, room: int) -> tuple[list[Any], int]:
-    """The array at ``index``, whose elements may nest ``room`` levels deep."""
+    """The array at ``index``, whose elements may nest ``room`` levels deep.
+
+    Elements are decoded a batch at a time where the text shows where one
+    element ends and the next begins (:func:`_boundary`), else one at a time.
+    Written out flat: it runs once per rule of a 10,000-rule payload.
+    """
     items: list[Any] = []
     index = _skip(text, index + 1)
     if text.startswith("]", index):
         return items, index + 1
+    scan, count, append, blank = _scan_once, text.count, items.append, _WHITESPACE
+    boundary: Optional[str] = None
+    singly_until = 0  # decode one at a time up to here: no batch can start before it
     while True:
-        item, index = _piece(text, index, room)
-        items.append(item)
-        index = _skip(text, index)
-        if text.startswith(",", index):
-            index = _skip(text, index + 1)
-        elif text.startswith("]", index):
-            return items, index + 1
-        else:
-            raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
+        if boundary and index >= singly_until:
+            index, singly_until = _batches(text, index, room, boundary, items)
+        try:
+            item, end = scan(text, index)
+        except StopIteration as stop:
+            raise json.JSONDecodeError("Expecting value", text, stop.value) from None
+        if count("[", index, end) + count("{", index, end) > room and _deeper_than(item, room):
+            raise TooDeep(_TOO_DEEP)
+        append(item)
+        if text[end : end + 1] != ",":
+            end = _skip(text, end)
+            if text.startswith("]", end):
+                return items, end + 1
+            if not text.startswith(",", end):
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, end)
+        comma, index = end, end + 1
+        if text[index : index + 1] in blank:
+            index = _skip(text, index)
+        if boundary is None:
+            boundary = _boundary(text, comma, index)
 
 
-def _object(text: str, index: int) -> tuple[dict[str, Any], int]:
+def _boundary(text: str, comma: int, start: int) -> str:
+    """The text between two elements, the next one's first key included: ``}, {"ruleId"``.
+
+    Every rule a server sends starts with the same key, so this text marks
+    where a rule ends (never inside a string, where a quote is escaped). A
+    match that is not a rule's end (a nested object that starts with the same
+    key, or one past the array) only makes its batch fail to decode, and
+    that stretch is decoded one element at a time. ``""`` when elements are
+    not objects.
+    """
+    if text[comma - 1 : comma] != "}" or not text.startswith('{"', start):
+        return ""
+    key_end = text.find('"', start + 2, start + 64)
+    return "" if key_end < 0 else text[comma - 1 : key_end + 1]
+
+
+def _batches(text: str, index: int, room: int, boundary: str, items: list[Any]) -> tuple[int, int]:
+    """Decode whole batches from ``index`` while boundaries are found.
+
+    Returns where to go on one element at a time, and up to where: a batch
+    that did not decode, or the rest of the array when no boundary is left.
+    """
+    to_next = boundary.index("{")  # from the end of one element to the start of the next
+    while True:
+        cut = text.find(boundary, index + _BATCH_CHARS)
+        if cut < 0:
+            return index, len(text)
+        chunk = text[index : cut + 1]
+        try:
+            batch = json.loads("[" + chunk + "]")
+        except ValueError:  # the boundary was inside a string or a nested object
+            return index, cut
+        if _nests_deeper(chunk, room):
+            raise TooDeep(_TOO_DEEP)
+        items.extend(batch)
+        index = cut + to_next
+
+
+def _nests_deeper(chunk: str, limit: int) -> bool:
+    """Whether valid JSON text nests containers more than ``limit`` deep, in C-speed passes.
+
+    Only brackets and quotes are kept; then strings are cut out, leaving the
+    brackets that are structure, and each pass of removing adjacent pairs
+    takes one level off. Rules rarely hold a bracket or a backslash in a
+    string, so one pass that drops every empty string (``""``) usually
+    leaves no quote, which proves it (:func:`_structure`).
+    """
+    brackets = _structure(chunk)
+    depth = 0
+    while brackets:
+        depth += 1
+        if depth > limit:
+            return True
+        shorter = _INNERMOST.sub(b"", brackets)  # one scan: exactly one level per pass
+        if len(shorter) == len(brackets):
+            return True  # not balanced: not what a decoded chunk can be
+        brackets = shorter
+    return False
+
+
+def _structure(chunk: str) -> bytes:
+    """The brackets of valid JSON text that are not inside a string.
+
+    The text starts outside a string, so dropping adjacent quote pairs from
+    the left pairs each empty string's quotes; a string that holds a
+    bracket keeps its opening quote, and then strings are cut out in full.
+    """
+    data = chunk.encode("utf-8", "surrogatepass")
+    if b"\\" not in data:
+        kept = data.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+        if b'"' not in kept:
+            return kept
+    else:
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    return b"".join(data.translate(None, _NOT_STRUCTURE).split(b'"')[::2])
+
+
+def _object(text: str, index: int) -> tuple[dict[str, Any], int, Optional[tuple[int, int]]]:
+    """The object at ``index``, and where the text of its ``rules`` array starts and ends."""
     result: dict[str, Any] = {}
+    rules: Optional[tuple[int, int]] = None
     index = _skip(text, index + 1)
     if text.startswith("}", index):
-        return result, index + 1
+        return result, index + 1, rules
     while True:
         if not text.startswith('"', index):
             raise json.JSONDecodeError("Expecting property name", text, index)
@@ -149,17 +267,20 @@ def _object(text: str, index: int) -> tuple[dict[str, Any], int]:
         index = _skip(text, index)
         if not text.startswith(":", index):
             raise json.JSONDecodeError("Expecting ':' delimiter", text, index)
-        index = _skip(text, index + 1)
+        index = start = _skip(text, index + 1)
         if key == "rules" and text.startswith("[", index):
             value, index = _array(text, index, MAX_DEPTH - 2)
+            rules = (start, index)
         else:
             value, index = _piece(text, index, MAX_DEPTH - 1)
+            if key == "rules":
+                rules = None
         result[key] = value
         index = _skip(text, index)
         if text.startswith(",", index):
             index = _skip(text, index + 1)
         elif text.startswith("}", index):
-            return result, index + 1
+            return result, index + 1, rules
         else:
             raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
 

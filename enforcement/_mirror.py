@@ -368,7 +368,7 @@ class Mirror:
             if _has_entries(maps):
                 maps["rules_fingerprint"] = rules_fingerprint(payload.rules)
             _write_private_json(self.maps_path, maps)
-            _write_private_text(self.rules_path, json_pieces.encode_list(payload.rules))
+            _write_private_text(self.rules_path, _rules_text(payload))
             self.touch(etag=etag, fetched_at=fetched_at)
             return True
         except Exception:
@@ -431,6 +431,18 @@ class Mirror:
         if removed:
             logger.debug("Removed %d stale temporary snapshot file(s)", removed)
         return removed
+
+
+def _rules_text(payload: Payload) -> str:
+    """The rules file's text: the feed's own when it kept it, else the rules encoded.
+
+    The feed's text is written only when it is ASCII, as ``json.dumps`` would
+    write it: the reference reads the file in the locale's encoding.
+    """
+    text = payload.rules_text
+    if text is not None and text.isascii():
+        return text
+    return json_pieces.encode_list(payload.rules)
 
 
 def _has_entries(maps: dict[str, Any]) -> bool:

@@ -25,43 +25,29 @@ A new fault rule goes in the schedule (``_schedule``) or the feed
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import httpx
 
-from . import _json as json_pieces
 from ._feed import Feed, FeedResult
 from ._host_share import CACHE_TTL, SELF_FETCH_EVERY, HostShare
 from ._mirror import Mirror, SnapshotMeta
 from ._poller import Poller
+from ._rules_file import RulesFile
 from ._ruleset import RuleSet
 from ._schedule import RetryPolicy
-from ._settings import Settings, Warn
-from ._wire import Payload, parse_payload
+from ._settings import Settings, Warn, configuration_problem
+from ._status import RefreshRecord
+from ._wire import Payload
 
-__all__ = ["CACHE_TTL", "SELF_FETCH_EVERY", "RefreshRecord", "Refresher"]
+__all__ = ["CACHE_TTL", "SELF_FETCH_EVERY", "Refresher"]
 
 logger = logging.getLogger("enforcement")
 
 # How often a rules file is looked at for changes (at most; the poll interval if shorter).
 RULES_FILE_CHECK = 2.0
 _NEVER = float("-inf")
-
-
-@dataclass(frozen=True)
-class RefreshRecord:
-    """What the last refreshes did, as a value for :meth:`Engine.status`."""
-
-    last_attempt_at: Optional[float]
-    last_success_at: Optional[float]
-    last_error: Optional[str]
-    consecutive_failures: int
-    etag: Optional[str]
-    poller_alive: bool
-    snapshot_path: Optional[str]
 
 
 Install = Callable[[Payload, str], RuleSet]
@@ -112,6 +98,7 @@ class Refresher:
         self._last_error: Optional[str] = None
         self._etag: Optional[str] = None
         self.mirror = self._make_mirror()
+        self._rules_file = RulesFile(settings.rules_file) if settings.rules_file else None
         self._host = (
             HostShare(self.mirror, schedule, clock=clock, wall_clock=wall_clock)
             if self.mirror is not None
@@ -147,7 +134,7 @@ class Refresher:
             return True
         if not warn:
             return bool(settings.api_key and settings.team_id and set(settings.team_id) - {"."})
-        problem = _configuration_problem(settings)
+        problem = configuration_problem(settings)
         if problem is not None:
             self._warn(f"config:{problem[0]}", *problem[1:])
             return False
@@ -313,26 +300,19 @@ class Refresher:
 
     def _read_rules_file(self) -> None:
         """Install ``REVENIUM_CB_RULES_FILE`` when it changed; a bad one keeps the rules held."""
-        path = self.settings.rules_file
-        assert path is not None
-        try:
-            info = os.stat(path)
-        except OSError as problem:
-            self._rules_file_failed(f"cannot read {path}: {problem.strerror or problem}")
-            return
-        seen = (info.st_size, info.st_mtime_ns)
-        if seen == self._snapshot_file and self._current() is not None:
+        assert self._rules_file is not None
+        read = self._rules_file.read(force=self._current() is None)
+        if read is None:
             return
         self._last_attempt_at = self._wall_clock()
-        try:
-            with open(path, "rb") as handle:
-                payload = parse_payload(json_pieces.decode(handle.read()))
-            self._install(payload, "file")
-        except Exception as problem:  # not JSON, too deep, not a payload
-            self._snapshot_file = seen  # not re-read until it changes again
-            self._rules_file_failed(f"{path} is not a rules payload: {problem}")
+        if isinstance(read, str):
+            self._rules_file_failed(read)
             return
-        self._snapshot_file = seen
+        try:
+            self._install(read, "file")
+        except Exception as problem:  # a payload no rule set can be built from
+            self._rules_file_failed(f"{self._rules_file.path} is not usable: {problem}")
+            return
         self._freshen(float("inf"))
         self._record_success()
 
@@ -483,21 +463,3 @@ class Refresher:
         self.poller.after_fork_in_child()
         if self._host is not None:
             self._host.after_fork_in_child()
-
-
-def _configuration_problem(settings: Settings) -> Optional[tuple[Any, ...]]:
-    """``(key, message, *args)`` for the first missing piece, else ``None``."""
-    if not settings.api_key:
-        return (
-            "api_key",
-            "Spending caps are not fetched: REVENIUM_METERING_API_KEY is not set.",
-        )
-    if not settings.team_id:
-        return ("team_id", "Spending caps are not fetched: REVENIUM_TEAM_ID is not set.")
-    if set(settings.team_id) <= {"."}:
-        return (
-            "team_dots",
-            "REVENIUM_TEAM_ID=%r is not a team id; nothing is fetched.",
-            settings.team_id,
-        )
-    return None

@@ -126,14 +126,15 @@ class RuleSet:
         "_accruals",
         "_breached_emails",
         "_breached_keys",
+        "_by_id",
         "_compiled",
         "_fingerprint",
+        "_personal_only",
         "_routes",
         "_unrouted",
         "active",
         "balances",
         "blocks",
-        "by_id",
         "candidates",
         "count",
         "generation",
@@ -152,24 +153,20 @@ class RuleSet:
         self._compiled: dict[int, CompiledRule] = {}
         self._routes: dict[tuple[Any, Any], _Route] = {}
         self._accruals: Optional[Accruals] = None
-        # Positions, not rules: a str -> int map holds no container the
-        # garbage collector has to traverse on every full collection.
-        by_id: dict[str, int] = {}
+        self._by_id: Optional[dict[str, int]] = None
         tripped: list[CompiledRule] = []
         count = 0
         for position, raw in enumerate(payload.rules):
-            if not isinstance(raw, dict):
-                continue
-            count += 1
-            key = raw.get("ruleId")
-            if key is None:
-                key = raw.get("id")
-            if isinstance(key, (int, str)) and not isinstance(key, bool):
-                by_id.setdefault(str(key), position)
-            if can_trip(raw):
-                tripped.append(self._compile(position, raw))
+            if type(raw) is dict or isinstance(raw, dict):
+                count += 1
+                # can_trip's own answer, asked only of the few that may be: one look each.
+                if (
+                    raw.get("breached")
+                    or raw.get("blocked")
+                    or raw.get("groupBreakdown") is not None
+                ) and can_trip(raw):
+                    tripped.append(self._compile(position, raw))
         self.count = count
-        self.by_id = by_id
         tripped = [r for r in tripped if r.can_trip and not r.is_department]
         self.active = tuple(r for r in tripped if not r.shadow)
         self.shadow = tuple(r for r in tripped if r.shadow)
@@ -187,6 +184,31 @@ class RuleSet:
         self.has_departments = bool(payload.blocks or payload.warnings or payload.candidates)
         # Nobody is over any limit: a check can pass without looking at the call.
         self.quiet = not (self.active or self.shadow or self.has_departments)
+        # Only per-person verdicts can refuse: a caller that no department map
+        # names and that holds no breached key passes on that alone.
+        self._personal_only = not self.shadow and all(r.group is not None for r in self.active)
+        if self.has_departments:
+            self._by_id = self._index_ids()  # department verdicts look rules up by id
+
+    @property
+    def by_id(self) -> dict[str, int]:
+        """Each rule id's position, built when first asked (most rule sets never are)."""
+        by_id = self._by_id
+        if by_id is None:
+            by_id = self._by_id = self._index_ids()
+        return by_id
+
+    def _index_ids(self) -> dict[str, int]:
+        # Positions, not rules: a str -> int map holds no container the
+        # garbage collector has to traverse on every full collection.
+        by_id: dict[str, int] = {}
+        for position, raw in self.raw_rules():
+            key = raw.get("ruleId")
+            if key is None:
+                key = raw.get("id")
+            if isinstance(key, (int, str)) and not isinstance(key, bool):
+                by_id.setdefault(str(key), position)
+        return by_id
 
     def _compile(self, position: int, raw: dict[str, Any]) -> CompiledRule:
         rule = self._compiled.get(position)
@@ -263,6 +285,12 @@ class RuleSet:
         (warn-only rules, shadow would-blocks, warn tiers) comes back as
         values; the ruleset never calls out to the engine.
         """
+        if self._personal_only:
+            keys = self._breached_keys
+            if not (keys and facts.holds_any_key(keys, self._breached_emails)) and not (
+                self.has_departments and self._in_department_maps(facts)
+            ):
+                return None  # nearly every caller, while someone else is over
         notices: list[Notice] = []
         error = None
         if self.has_departments:
@@ -298,6 +326,13 @@ class RuleSet:
                 return rule.error(current_value)
             notices.append(Notice("warn_only", rule, rule.identifier, current_value))
         return None
+
+    def _in_department_maps(self, facts: CallFacts) -> bool:
+        """Whether any department map names the caller (else it has no department verdict)."""
+        email = facts.caller_email()
+        return email is not None and (
+            email in self.blocks or email in self.warnings or email in self.candidates
+        )
 
     def _may_be_breached(self, facts: CallFacts) -> bool:
         """Whether the caller holds a key some breached entry holds: one set miss per key."""

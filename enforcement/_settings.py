@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["ENV", "Settings", "Switches", "parse_flag"]
+__all__ = ["ENV", "Settings", "Switches", "configuration_problem", "parse_flag"]
 
 logger = logging.getLogger("enforcement.settings")
 
@@ -284,3 +284,21 @@ def cache_dir(raw: Optional[str]) -> Optional[str]:
         return platformdirs.user_cache_dir("revenium-enforcement", appauthor=False)
     except Exception:  # pragma: no cover - platformdirs never fails in practice
         return None
+
+
+def configuration_problem(settings: Settings) -> Optional[tuple[Any, ...]]:
+    """``(key, message, *args)`` for the first piece missing to fetch rules, else ``None``."""
+    if not settings.api_key:
+        return (
+            "api_key",
+            "Spending caps are not fetched: REVENIUM_METERING_API_KEY is not set.",
+        )
+    if not settings.team_id:
+        return ("team_id", "Spending caps are not fetched: REVENIUM_TEAM_ID is not set.")
+    if set(settings.team_id) <= {"."}:
+        return (
+            "team_dots",
+            "REVENIUM_TEAM_ID=%r is not a team id; nothing is fetched.",
+            settings.team_id,
+        )
+    return None

@@ -14,7 +14,7 @@ from typing import Any, Optional
 from ._errors import BudgetExceededError
 from ._ruleset import RuleVerdict
 
-__all__ = ["EngineStatus", "Explanation"]
+__all__ = ["EngineStatus", "Explanation", "RefreshRecord"]
 
 
 @dataclass(frozen=True)
@@ -59,3 +59,16 @@ class Explanation:
     @property
     def blocked(self) -> bool:
         return self.error is not None
+
+
+@dataclass(frozen=True)
+class RefreshRecord:
+    """What the last refreshes did, as a value for :meth:`Engine.status`."""
+
+    last_attempt_at: Optional[float]
+    last_success_at: Optional[float]
+    last_error: Optional[str]
+    consecutive_failures: int
+    etag: Optional[str]
+    poller_alive: bool
+    snapshot_path: Optional[str]

@@ -102,6 +102,10 @@ class Payload:
     # before it is already counted in them (CONTRACT §9). Not part of equality:
     # the same rules compiled later are the same rules, with a later cut-off.
     compiled_at: Optional[float] = field(default=None, compare=False)
+    # The rules array's text as it came, when a large body was decoded: the
+    # snapshot writes it instead of encoding the rules again. Not part of
+    # equality either: the same rules spelled differently are the same rules.
+    rules_text: Optional[str] = field(default=None, compare=False, repr=False)
 
     @classmethod
     def empty(cls) -> Payload:
@@ -131,15 +135,16 @@ def first_present(mapping: dict[str, Any], keys: tuple[str, ...]) -> Any:
     return None
 
 
-def parse_payload(data: Any) -> Payload:
+def parse_payload(data: Any, rules_text: Optional[str] = None) -> Payload:
     """Split a decoded body into rules and maps, or raise :class:`PayloadError`.
 
     Unlike the reference SDK, an object whose ``rules`` is missing, null or
     not a list is refused (CONTRACT §7): a proxy's ``{"error": ...}`` page must
-    not lift every breach.
+    not lift every breach. ``rules_text`` is the text the rules were decoded
+    from, if the caller kept it (:func:`._json.decode_keeping_rules`).
     """
     if isinstance(data, list):
-        return Payload(data)
+        return Payload(data, rules_text=rules_text)
     if not isinstance(data, dict):
         raise PayloadError(f"body is a JSON {type(data).__name__}, not an object or list")
     rules = data.get("rules")
@@ -152,6 +157,7 @@ def parse_payload(data: Any) -> Payload:
         normalize_keys(first_present(data, _WARNINGS_KEYS)),
         coerce_candidates(first_present(data, _CANDIDATES_KEYS)),
         _finite(data.get("compiledAt")),
+        rules_text,
     )
 
 
