@@ -27,12 +27,12 @@ import datetime
 import json
 import logging
 import math
-import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
+from ._model_names import DEFAULT_OUTPUT_LIMIT, candidate_names, output_limit, split_route
 from ._usage import Estimate, Usage
 
 __all__ = [
@@ -48,50 +48,8 @@ logger = logging.getLogger("enforcement.prices")
 
 PER_MILLION = 1_000_000.0
 DEFAULT_CACHE_SIZE = 1024
-#: Output limit assumed for a model found in neither the overrides nor
-#: :data:`OUTPUT_LIMITS`: the common ceiling of the 2024 chat models. A larger
-#: figure would refuse calls up front near a cap that they would fit under.
-DEFAULT_OUTPUT_LIMIT = 8_192
 _UNPRICED_KEPT = 16
 
-#: The largest output a request may get when it sets no ``max_tokens``, per
-#: model family (the providers' documented limits; genai-prices has none).
-#: Matched by the longest prefix of the model name without its vendor,
-#: region and route prefixes.
-OUTPUT_LIMITS: Mapping[str, int] = {
-    "gpt-3.5-turbo": 4_096,
-    "gpt-4": 8_192,
-    "gpt-4-turbo": 4_096,
-    "gpt-4o": 16_384,
-    "gpt-4o-mini": 16_384,
-    "chatgpt-4o": 16_384,
-    "gpt-4.1": 32_768,
-    "gpt-5": 128_000,
-    "o1": 100_000,
-    "o1-mini": 65_536,
-    "o3": 100_000,
-    "o4-mini": 100_000,
-    "text-embedding": 0,
-    "claude-3-haiku": 4_096,
-    "claude-3-opus": 4_096,
-    "claude-3-sonnet": 4_096,
-    "claude-3-5-haiku": 8_192,
-    "claude-3-5-sonnet": 8_192,
-    "claude-3-7-sonnet": 64_000,
-    "claude-sonnet-4": 64_000,
-    "claude-haiku-4": 64_000,
-    "claude-opus-4": 32_000,
-    "claude-opus-4-5": 64_000,
-    "gemini-1.5": 8_192,
-    "gemini-2.0": 8_192,
-    "gemini-2.5": 65_536,
-    "gemini-3": 65_536,
-}
-_FAMILIES = tuple(sorted(OUTPUT_LIMITS.items(), key=lambda item: -len(item[0])))
-
-#: Our provider labels (``_providers``) as genai-prices names them. ``None``:
-#: the label says nothing about price, let the model name decide. Missing
-#: (OLLAMA, fal): self-hosted or not per token; only an override prices it.
 _TABLE_PROVIDERS: Mapping[str, Optional[str]] = {
     "openai": "openai",
     "azure": "azure",
@@ -107,29 +65,6 @@ _TABLE_PROVIDERS: Mapping[str, Optional[str]] = {
     "huggingface": None,
 }
 #: Route prefixes (LiteLLM's ``openai/gpt-4o``) that name the provider.
-_ROUTES: Mapping[str, str] = {
-    "openai": "openai",
-    "azure": "azure",
-    "anthropic": "anthropic",
-    "bedrock": "aws",
-    "vertex_ai": "google",
-    "gemini": "google",
-    "google": "google",
-    "xai": "x-ai",
-    "perplexity": "perplexity",
-    "mistral": "mistral",
-    "groq": "groq",
-    "deepseek": "deepseek",
-    "together_ai": "together",
-    "fireworks_ai": "fireworks",
-}
-#: Leading dotted segments of Bedrock ids: regions and vendors.
-_BEDROCK_PREFIXES = frozenset(
-    {"us", "eu", "apac", "global", "regional", "us-gov", "jp", "au"}
-    | {"anthropic", "amazon", "meta", "mistral", "cohere", "ai21", "deepseek", "openai", "qwen"}
-)
-_DATE_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8})$")
-_BEDROCK_VERSION = re.compile(r"-v\d+(?::\d+)?$")
 _TABLE_FIELDS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
 _OVERRIDE_FIELDS = frozenset({"input", "output", "cache_read", "cache_write", "max_output_tokens"})
 
@@ -247,7 +182,7 @@ def _override_rates(source: str, model: str, entry: object) -> Rates:
         else _number(source, model, "cache_write", cache_write),
         per_request=0.0,
         max_output_tokens=(
-            _output_limit(model)
+            output_limit(model)
             if limit is None
             else int(_number(source, model, "max_output_tokens", limit))
         ),
@@ -279,46 +214,9 @@ def load_overrides(path: str) -> dict[str, Rates]:
 # --------------------------------------------------------------------------- names
 
 
-def _strip_bedrock(name: str) -> str:
-    head, dot, rest = name.partition(".")
-    while dot and head in _BEDROCK_PREFIXES:
-        name = rest
-        head, dot, rest = name.partition(".")
-    return _BEDROCK_VERSION.sub("", name)
-
-
-def _split_route(name: str) -> tuple[Optional[str], str]:
-    """``models/x`` and ``publishers/p/models/x`` are paths; ``openai/x`` is a route."""
-    if "/models/" in name:
-        name = name.rsplit("/models/", 1)[1]
-    elif name.startswith("models/"):
-        name = name[len("models/") :]
-    head, slash, rest = name.partition("/")
-    if slash and head in _ROUTES:
-        return _ROUTES[head], rest
-    return None, name
-
-
-def _names(model: str) -> list[str]:
-    """Spellings to try, most exact first: as given, unrouted, bare Bedrock id, undated."""
-    raw = model.strip().lower()
-    _, bare = _split_route(raw)
-    names = [raw, bare, _strip_bedrock(bare)]
-    names.append(_DATE_SUFFIX.sub("", names[-1]))
-    return list(dict.fromkeys(name for name in names if name))
-
-
-def _output_limit(model: str) -> int:
-    name = _names(model)[-1]
-    for family, limit in _FAMILIES:
-        if name.startswith(family):
-            return limit
-    return DEFAULT_OUTPUT_LIMIT
-
-
 def _table_provider(model: str, provider: Optional[str]) -> tuple[bool, Optional[str]]:
     """(may the table price it, which genai-prices provider): the route wins over the label."""
-    route, _ = _split_route(model.strip().lower())
+    route, _ = split_route(model.strip().lower())
     if route is not None:
         return True, route
     if provider is None:
@@ -363,7 +261,7 @@ def _table_rates(snapshot: Any, model: str, provider_id: Optional[str]) -> Optio
         prices = info.get_prices(datetime.datetime.now(datetime.timezone.utc))
         if all(getattr(prices, field) is None for field in _TABLE_FIELDS):
             return None  # priced by images or seconds, not tokens: not ours to guess
-        base = _rates_from(prices, None, _output_limit(info.id), f"genai-prices:{info.id}")
+        base = _rates_from(prices, None, output_limit(info.id), f"genai-prices:{info.id}")
         tiers = tuple(
             (start, _rates_from(prices, start, base.max_output_tokens, base.source))
             for start in _tier_starts(prices)
@@ -425,7 +323,7 @@ class _Table:
         snapshot = self.load() if allowed else None
         if snapshot is None:
             return None
-        for name in _names(model):
+        for name in candidate_names(model):
             try:
                 found = _table_rates(snapshot, name, provider_id)
             except Exception:  # the table's own bug is an unpriced call, not the user's error
@@ -548,7 +446,7 @@ class PriceTable:
     def _override(self, model: str, provider: Optional[str]) -> Optional[Rates]:
         if not self._overrides:
             return None
-        names = _names(model)
+        names = candidate_names(model)
         if provider:
             label = provider.strip().lower()
             names = [f"{label}/{name}" for name in names] + names
