@@ -13,12 +13,12 @@ from typing import Optional
 
 from ._accounts import Account
 from ._errors import BudgetExceededError
+from ._model_names import output_limit
 from ._prices import PriceTable
 from ._usage import Estimate, Usage
 
 __all__ = ["held_amount", "local_refusal", "used_amount"]
 
-DEFAULT_OUTPUT_LIMIT = 4096  # output tokens held for a token metric when nothing says more
 _BLOCK_PREFIX = "Request blocked by Revenium enforcement rule: "
 
 
@@ -38,7 +38,7 @@ def held_amount(
     output = estimate.max_output_tokens
     if output is None:
         rates = prices.rates(model, provider)
-        output = rates.max_output_tokens if rates is not None else DEFAULT_OUTPUT_LIMIT
+        output = rates.max_output_tokens if rates is not None else output_limit(model or "")
     if metric == "input_tokens":
         return float(estimate.input_tokens)
     if metric == "output_tokens":
