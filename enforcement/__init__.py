@@ -10,6 +10,26 @@ user may call is named here; the modules behind it are private.
 Each name is imported on first use (PEP 562): ``import enforcement`` costs
 next to nothing, so a process that never enables enforcement, and the
 ``enforcement`` command's ``--help``, do not pay for httpx and pydantic.
+
+The private modules, by layer (each imports only from the layers above it)::
+
+    values        _errors _usage _events _providers _vendor_models
+    wire          _json _wire _settings _schedule
+    the verdict   _callfacts _metadata _filters _rule _ruleset _accounts _status
+    fresh rules   _feed _poller _mirror _host_share _rules_file _refresher
+                  _inspection _fork
+    spend         _model_names _prices _amounts _ledger _redis_ledger
+                  _ledger_chain _spend
+    reporting     _dispatch _decision_log _reporter _audit, otel
+    the engine    _engine _default
+    the edges     hooks/ (one module per provider SDK, on the kit in
+                  hooks/_base), cli/, testing, auto
+
+Where a thing goes: a new fault rule or retry timing in ``_schedule``; what
+counts as a fault in ``_feed``; a new rule field in ``_wire`` then
+``_rule``; accrual in ``_spend`` (``_accounts`` which rules, ``_amounts``
+how much, ``_ledger`` where it is kept); a new decision sink is a listener
+beside ``_decision_log``; a new provider SDK is a module in ``hooks/``.
 """
 
 from __future__ import annotations
