@@ -62,10 +62,12 @@ if _typing.TYPE_CHECKING:
     from ._engine import Engine
     from ._events import Decision
     from ._metadata import usage_metadata
+    from ._prices import PriceTable
     from ._ruleset import RuleVerdict
     from ._schedule import RetryPolicy
     from ._settings import Settings
     from ._status import EngineStatus, Explanation
+    from ._usage import Estimate, Spend, Usage
     from .hooks import HookStatus, hook_status, instrument, uninstrument
 
 __all__ = [
@@ -74,11 +76,15 @@ __all__ = [
     "EnforcementUnavailableError",
     "Engine",
     "EngineStatus",
+    "Estimate",
     "Explanation",
     "HookStatus",
+    "PriceTable",
     "RetryPolicy",
     "RuleVerdict",
     "Settings",
+    "Spend",
+    "Usage",
     "acheck_enforcement",
     "add_listener",
     "check_enforcement",
@@ -112,6 +118,10 @@ _HOMES = {
     "uninstrument": ".hooks",
     "RetryPolicy": "._schedule",
     "RuleVerdict": "._ruleset",
+    "PriceTable": "._prices",
+    "Estimate": "._usage",
+    "Spend": "._usage",
+    "Usage": "._usage",
     "Settings": "._settings",
     "normalize_email": "._callfacts",
     "usage_metadata": "._metadata",
