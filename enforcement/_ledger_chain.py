@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Optional, Union
 
-from ._ledger import Bucket, Hold, HostLedger, Ledger, LedgerUnavailable, ProcessLedger
+from ._host_ledger import HostLedger
+from ._ledger import Bucket, Hold, Ledger, LedgerUnavailable, ProcessLedger
 from ._settings import Settings
 
 __all__ = ["LedgerChain"]

@@ -27,15 +27,8 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
-from ._ledger import (
-    MAX_SLOTS,
-    RELATIVE_TOLERANCE,
-    SLOT_SECONDS,
-    Grant,
-    LeasedLedger,
-    LedgerUnavailable,
-    Settlement,
-)
+from ._leased_ledger import Grant, LeasedLedger, Settlement
+from ._ledger import MAX_SLOTS, RELATIVE_TOLERANCE, SLOT_SECONDS, LedgerUnavailable
 
 __all__ = ["RedisLedger", "RedisStore"]
 
@@ -45,7 +38,7 @@ EXPIRY_MARGIN_SECONDS = 3600.0
 #: Per bucket in ARGV: limit, inclusive, since, expire-at (ms), lease, need, spend count.
 _FIELDS = 7
 
-# The rules of ``_ledger.settle_entry``, in Lua, so a batch is atomic in Redis.
+# The rules of ``_leased_ledger.settle_entry``, in Lua, so a batch is atomic in Redis.
 SETTLE_LUA = """
 local holder, now, lease_until = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local slot_seconds, max_slots, tolerance = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])

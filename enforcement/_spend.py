@@ -123,8 +123,8 @@ class LocalSpend:
         self._wall_clock = wall_clock
         self._since = 0.0
         self._lock = threading.Lock()
-        # Buckets by (rule, entry, server figure): emptied by each new cut-off.
-        self._bucket_cache: dict[tuple[Any, str, float], Bucket] = {}
+        # Buckets by (rule, entry, server figure, unlimited): emptied by each new cut-off.
+        self._bucket_cache: dict[tuple[Any, str, float, bool], Bucket] = {}
         self._payload: Optional[Payload] = None
         # The buckets calls were held on lately, for status(): bounded, oldest forgotten.
         self._recent: dict[str, tuple[Account, Bucket]] = {}
@@ -233,7 +233,7 @@ class LocalSpend:
         ]
         buckets = [self._bucket(account, now) for account in accounts]
         admitting = [
-            bucket if account.blocks and not account.shadow else bucket._replace(limit=_UNLIMITED)
+            bucket if account.blocks and not account.shadow else self._bucket(account, now, True)
             for account, bucket in zip(accounts, buckets)
         ]
         reserved = self._ledgers.reserve(admitting, amounts, now)
@@ -327,14 +327,23 @@ class LocalSpend:
 
     # -- buckets -----------------------------------------------------------------------
 
-    def _bucket(self, account: Account, now: float) -> Bucket:
-        """The ledger's account for ``account``, built once per rule, entry and server figure."""
-        cache_key = (account.rule, account.entry, account.base)
+    def _bucket(self, account: Account, now: float, unlimited: bool = False) -> Bucket:
+        """The ledger's account for ``account``, built once per rule, entry and server figure.
+
+        ``unlimited``: the same account with no limit, which a rule that only
+        reports holds on. It is cached too, because the ledger works out a
+        bucket's ceiling once per bucket object, not per call.
+        """
+        cache_key = (account.rule, account.entry, account.base, unlimited)
         bucket = self._bucket_cache.get(cache_key)
         if bucket is None:
             if len(self._bucket_cache) >= _BUCKET_CACHE_SIZE:
                 self._bucket_cache.clear()
-            bucket = self._bucket_cache[cache_key] = self._new_bucket(account, now)
+            if unlimited:  # the limited one's fields exactly, so both name one account
+                bucket = self._bucket(account, now)._replace(limit=_UNLIMITED)
+            else:
+                bucket = self._new_bucket(account, now)
+            self._bucket_cache[cache_key] = bucket
         return bucket
 
     def _new_bucket(self, account: Account, now: float) -> Bucket:

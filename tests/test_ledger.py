@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import signal
@@ -21,16 +22,17 @@ from typing import Any, Callable, Union
 
 import pytest
 
+from enforcement._host_ledger import HostLedger
+from enforcement._leased_ledger import LeasedLedger
 from enforcement._ledger import (
     MAX_SLOTS,
     SLOT_SECONDS,
     Bucket,
     Hold,
-    HostLedger,
-    LeasedLedger,
     ProcessLedger,
     Slots,
     bucket_key,
+    ceiling_of,
     fits,
 )
 
@@ -91,6 +93,20 @@ def test_a_negative_headroom_admits_nothing() -> None:
     assert not fits(0.0, -5.0, True)
 
 
+@pytest.mark.parametrize("limit", [0.0, 1.0, 0.3, 1e-12, 1e9, -5.0, math.inf])
+@pytest.mark.parametrize("inclusive", [True, False])
+def test_the_ceiling_worked_out_once_is_the_fit_rule(limit: float, inclusive: bool) -> None:
+    slack = 1e-9 * max(1.0, abs(limit))
+    edges = [limit, limit - slack, limit + slack] if math.isfinite(limit) else [1e308]
+    totals = [0.0, -1.0, 2 * abs(limit) + 1, math.inf]
+    for edge in edges:
+        below, above = math.nextafter(edge, -math.inf), math.nextafter(edge, math.inf)
+        totals += [edge, below, above, math.nextafter(below, -math.inf)]
+    ceiling = ceiling_of(limit, inclusive)
+    for total in totals:
+        assert fits(total, limit, inclusive) is (total <= ceiling), total
+
+
 # --------------------------------------------------------------------------- slots
 
 
@@ -132,6 +148,41 @@ def test_release_gives_the_hold_back() -> None:
     assert ledger.reserve([b], [0.2], T0) == b
     ledger.release(hold)
     held(ledger.reserve([b], [0.2], T0))
+
+
+def test_held_is_exactly_zero_once_the_last_hold_settles() -> None:
+    ledger, b = ProcessLedger(), bucket(10.0)
+    first, second = held(ledger.reserve([b], [0.1], T0)), held(ledger.reserve([b], [0.2], T0))
+    ledger.release(first)
+    ledger.commit(second, [0.2], T0)
+    ledger.commit(second, [5.0], T0)  # settled already: nothing happens
+    assert ledger.spent(b, T0) == (0.2, 0.0)  # not 0.1 + 0.2 - 0.1 - 0.2 == 2.8e-17
+    assert ledger.describe()["held"] == 0.0
+
+
+def test_a_bucket_with_new_figures_counts_from_the_next_reserve() -> None:
+    ledger, roomy = ProcessLedger(), bucket(1.0)
+    ledger.commit(held(ledger.reserve([roomy], [0.5], T0)), [0.5], T0)
+    tight = roomy._replace(limit=0.6)  # same key, a newer server figure
+    assert ledger.reserve([tight], [0.2], T0) == tight
+    held(ledger.reserve([roomy], [0.2], T0))
+
+
+def test_a_nan_amount_is_refused_like_the_fit_rule_refuses_it() -> None:
+    ledger, b = ProcessLedger(), bucket(1.0)
+    assert not fits(math.nan, 1.0, False)
+    assert ledger.reserve([b], [math.nan], T0) == b
+    held(ledger.reserve([b], [0.5], T0))
+
+
+def test_spend_lands_in_the_slot_of_its_commit_and_a_late_one_errs_towards_counting() -> None:
+    ledger, b = ProcessLedger(), bucket(10.0, since=T0 - 100)
+    for moment in (T0, T0 + SLOT_SECONDS / 2, T0 + 1.0, T0 + 2.0):
+        ledger.commit(held(ledger.reserve([b], [0.25], moment)), [0.25], moment)
+    late = T0 + 0.5  # a commit whose clock reads earlier than the last one
+    ledger.commit(held(ledger.reserve([b], [0.25], late)), [0.25], late)
+    assert ledger.spent(b._replace(since=T0 + 0.9), T0 + 3) == (0.75, 0.0)
+    assert ledger.spent(b._replace(since=T0 + 1.5), T0 + 3) == (0.5, 0.0)
 
 
 def test_a_refusal_names_the_first_bucket_short_and_holds_nothing() -> None:
