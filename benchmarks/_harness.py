@@ -30,7 +30,7 @@ class Result:
         return self.reference_ns / self.ours_ns
 
 
-def _per_call_ns(fn: Callable[[], object], batch: int) -> float:
+def per_call_ns(fn: Callable[[], object], batch: int) -> float:
     start = time.perf_counter_ns()
     for _ in range(batch):
         fn()
@@ -42,7 +42,7 @@ def calibrate(fn: Callable[[], object], target_ns: float = 20e6) -> int:
     fn()
     batch = 1
     while True:
-        elapsed = _per_call_ns(fn, batch) * batch
+        elapsed = per_call_ns(fn, batch) * batch
         if elapsed >= target_ns / 4 or batch >= 1 << 20:
             return max(1, int(batch * target_ns / max(elapsed, 1.0)))
         batch *= 4
@@ -60,9 +60,9 @@ def compare(
     ours_times: list[float] = []
     ref_times: list[float] = []
     for _ in range(rounds):
-        ours_times.append(_per_call_ns(ours, ours_batch))
+        ours_times.append(per_call_ns(ours, ours_batch))
         if reference is not None:
-            ref_times.append(_per_call_ns(reference, ref_batch))
+            ref_times.append(per_call_ns(reference, ref_batch))
     return Result(
         name,
         statistics.median(ours_times),

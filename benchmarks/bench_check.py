@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _harness import Result, compare, fmt_ns, print_table
+from _harness import Result, calibrate, compare, fmt_ns, per_call_ns, print_table
 
 import enforcement
 from enforcement import BudgetExceededError
@@ -262,6 +262,7 @@ def run(quick: bool) -> list[Result]:
         results.append(_async_check(sides, rounds))
         sides.close()
     results.extend(accounts_rows(rounds))
+    results.extend(gate_rows(rounds))
     return results
 
 
@@ -324,6 +325,42 @@ def _accounts_covering_none(rounds: int) -> Result:
 
 
 ACCOUNTS_NONE = "accounts(): 10,000 pooled rules, caller covered by none"
+GATE_PAYLOADS = {
+    "grouped": lambda: steady_grouped(10_000),
+    "departments": lambda: departments(100_000, warned="dev@example.com"),
+    "pooled": lambda: steady_pooled(100),
+}
+
+
+def gate_rows(rounds: int) -> list[Result]:
+    """What the engine does today for a steady-state caller, against ``RuleSet.may_concern``.
+
+    Today: ``may_cover``, a ``CallFacts`` and ``evaluate``; with the gate the
+    engine would ask ``may_concern`` first and stop there for these callers.
+    """
+    from enforcement._callfacts import CallFacts
+    from enforcement._ruleset import RuleSet
+
+    absent = {**CALLER, "subscriber": {"id": "user-42"}}
+    results = []
+    for name, make in GATE_PAYLOADS.items():
+        ruleset = RuleSet(parse_payload(make()), 1)
+        caller = absent if name == "departments" else CALLER
+
+        def today(ruleset: RuleSet = ruleset, caller: Mapping[str, Any] = caller) -> object:
+            return ruleset.may_cover("gpt-4o", "openai") and ruleset.evaluate(
+                CallFacts(caller, "gpt-4o", "openai", None), time.time()
+            )
+
+        def gated(ruleset: RuleSet = ruleset, caller: Mapping[str, Any] = caller) -> object:
+            return ruleset.may_concern(caller, "gpt-4o", "openai")
+
+        assert not today() and not gated()
+        results.append(
+            compare(f"rule set, steady {name}: CallFacts + evaluate", today, None, rounds)
+        )
+        results.append(compare(f"rule set, steady {name}: may_concern", gated, None, rounds))
+    return results
 
 
 def prepare_accounts_ms() -> float:
@@ -377,6 +414,46 @@ def main() -> None:
     results = run(args.quick)
     print_table(results)
     summarize({r.name: r for r in results})
+    print_interleaved(10 if args.quick else 30)
+
+
+def print_interleaved(rounds: int) -> None:
+    """The steady rows against the quiet one, each round timing every scenario in turn.
+
+    On a shared machine the rows of the table above are seconds apart and one
+    quiet row moves 2x between runs; here a noisy moment slows every scenario
+    of its round alike, so the ratios are the ones to read. ``Engine.check``,
+    one engine per scenario (no snapshot, no module function).
+    """
+    absent = {**CALLER, "subscriber": {"id": "user-42"}}
+    scenarios = {
+        "quiet allow (100 untripped rules)": ({"rules": [rule(i) for i in range(1, 101)]}, CALLER),
+        STEADY[0]: (steady_grouped(10_000), CALLER),
+        STEADY[1]: (departments(100_000, warned="dev@example.com"), absent),
+        STEADY[2]: (departments(100_000, warned="dev@example.com"), CALLER),
+        STEADY[3]: (steady_pooled(100), CALLER),
+    }
+    engines, calls = [], {}
+    for name, (payload, caller) in scenarios.items():
+        engine = enforcement.Engine(environ={"REVENIUM_CIRCUIT_BREAKER_ENABLED": "true"})
+        engine.load_payload(payload)
+        engines.append(engine)
+        calls[name] = calling(engine.check, caller)
+    batches = {name: calibrate(call, 5e6) for name, call in calls.items()}
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            times[name].append(per_call_ns(call, batches[name]))
+    for engine in engines:
+        engine.close()
+    quiet_name = next(iter(calls))
+    quiet = statistics.median(times[quiet_name])
+    print()
+    print(f"steady state interleaved, Engine.check, medians of {rounds} rounds:")
+    for name, samples in times.items():
+        ratio = statistics.median(samples) / quiet
+        verdict = "" if name == quiet_name else f" (<= 2: {'yes' if ratio <= 2 else 'no'})"
+        print(f"  {name:<56} {fmt_ns(statistics.median(samples)):>9}  {ratio:.2f}x quiet{verdict}")
 
 
 def summarize(by_name: dict[str, Result]) -> None:

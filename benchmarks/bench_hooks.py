@@ -28,7 +28,7 @@ from typing import Any, Callable
 import wrapt
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import _per_call_ns, calibrate, fmt_ns
+from _harness import calibrate, fmt_ns, per_call_ns
 
 import enforcement
 from enforcement import Engine
@@ -125,7 +125,7 @@ def _on_off(name: str, engine: Engine, call: Callable[[], object], rounds: int) 
         if hooked:
             enforcement.instrument("openai", "anthropic", engine=engine)
         call()
-        times[arm].append(_per_call_ns(call, batch))
+        times[arm].append(per_call_ns(call, batch))
         if hooked:
             enforcement.uninstrument()
 

@@ -105,8 +105,8 @@ def stages() -> None:
         for _ in range(5):
             _timed(
                 ours,
-                json_pieces.decode,
-                lambda d: RuleSet(parse_payload(d), 1),
+                json_pieces.decode_keeping_rules,
+                lambda d: RuleSet(parse_payload(*d), 1),
                 lambda r: Mirror(cache, "http://x", "t").save(r.payload, etag=None, fetched_at=0.0),
                 body,
             )

@@ -14,7 +14,16 @@ from typing import Any, Optional
 
 from ._wire import normalize_email
 
-__all__ = ["CallFacts", "SubscriberEmail", "normalize_email"]
+__all__ = [
+    "PLAIN_DIMENSION_KEYS",
+    "CallFacts",
+    "SubscriberEmail",
+    "as_metadata",
+    "caller_email",
+    "first_set",
+    "holds_any_key",
+    "normalize_email",
+]
 
 _SUBSCRIBER_STORED_LENGTH = 255
 _UNSET: Any = object()
@@ -76,7 +85,18 @@ def _identity(metadata: Mapping[str, Any]) -> tuple[Any, Any]:
     return metadata.get("subscriber_id") or None, metadata.get("subscriber_email") or None
 
 
-def _first_set(metadata: Mapping[str, Any], *keys: str) -> Any:
+# The metadata keys a filter dimension reads, first set wins (SUBSCRIBER and
+# CREDENTIAL read the subscriber the metering record would carry instead).
+PLAIN_DIMENSION_KEYS: Mapping[str, tuple[str, ...]] = {
+    "AGENT": ("agent",),
+    "TASK_TYPE": ("task_type", "taskType"),
+    "PRODUCT": ("product_name", "productName", "product_id", "productId"),
+    "ORGANIZATION": ("organization_name", "organizationName", "organization_id", "organizationId"),
+}
+
+
+def first_set(metadata: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    """The value under the first of ``keys`` that is not ``None``."""
     for key in keys:
         value = metadata.get(key)
         if value is not None:
@@ -129,6 +149,61 @@ def _email_in(raw: Any, keys: AbstractSet[str], emails_among_them: bool) -> bool
     return bool(normalized) and normalized in keys
 
 
+def as_metadata(usage_metadata: Any) -> Mapping[str, Any]:
+    """The call's metadata, or none: a string, list or number is read as no metadata."""
+    if type(usage_metadata) is dict or isinstance(usage_metadata, Mapping):
+        return usage_metadata
+    return _EMPTY
+
+
+def holds_any_key(
+    metadata: Mapping[str, Any], keys: AbstractSet[str], emails_among_them: bool
+) -> bool:
+    """Whether one of the caller's ``groupValue`` keys is in ``keys``: one set probe per key.
+
+    ``emails_among_them`` is whether any of ``keys`` holds an ``@``; when
+    none does, an address with one cannot match and is not normalized.
+    Written out flat and read straight from the metadata: it runs on every
+    call while anyone is over a grouped cap, and each helper call would cost
+    as much as a probe.
+    """
+    subscriber_id, email = _identity(metadata)
+    if type(subscriber_id) is str:  # the usual id: the key is itself, as stored
+        if subscriber_id[:_SUBSCRIBER_STORED_LENGTH] in keys:
+            return True
+    else:
+        key = _id_key(subscriber_id)
+        if key is None:
+            key = _id_key(metadata.get("subscriber_id"))
+        if key is not None and key in keys:
+            return True
+    flat = metadata.get("subscriber_email")
+    if not emails_among_them:  # only an address stored without an "@" can be among the keys
+        if type(email) is str and "@" in email[:_SUBSCRIBER_STORED_LENGTH]:
+            email = None
+        if type(flat) is str and "@" in flat[:_SUBSCRIBER_STORED_LENGTH]:
+            flat = None
+    if email is not None and _email_in(email, keys, emails_among_them):
+        return True
+    return flat is not None and _email_in(flat, keys, emails_among_them)
+
+
+def caller_email(metadata: Mapping[str, Any]) -> Optional[str]:
+    """:meth:`CallFacts.caller_email`, read straight from the metadata."""
+    nested, flat = _identity(metadata)[1], metadata.get("subscriber_email")
+    if nested is None and flat is None:
+        return None  # most callers of a department gate: nothing more to read
+    return _first_email((nested, flat))
+
+
+def _first_email(candidates: tuple[Any, Any]) -> Optional[str]:
+    for raw in candidates:
+        email = _stored(raw)
+        if isinstance(email, str) and email:
+            return normalize_email(email) or None
+    return None
+
+
 class CallFacts:
     """One call's model, provider and metadata, each derived value computed once."""
 
@@ -151,9 +226,7 @@ class CallFacts:
         provider: Any,
         environ: Optional[Mapping[str, str]] = None,
     ) -> None:
-        if type(metadata) is not dict and not isinstance(metadata, Mapping):
-            metadata = _EMPTY
-        self.metadata: Mapping[str, Any] = metadata
+        self.metadata: Mapping[str, Any] = as_metadata(metadata)
         self.model = model
         self.provider = provider
         self._environ = environ
@@ -210,47 +283,15 @@ class CallFacts:
         return keys
 
     def holds_any_key(self, keys: AbstractSet[str], emails_among_them: bool) -> bool:
-        """Whether one of the caller's :meth:`group_keys` is in ``keys``: one set probe per key.
-
-        ``emails_among_them`` is whether any of ``keys`` holds an ``@``; when
-        none does, an address with one cannot match and is not normalized.
-        Written out flat: it runs on every call while anyone is over a
-        grouped cap, and each helper call would cost as much as a probe.
-        """
+        """Whether one of the caller's :meth:`group_keys` is in ``keys`` (:func:`holds_any_key`)."""
         known = self._group_keys
         if known is not None:
             return not keys.isdisjoint(known)
-        metadata = self.metadata
-        identity = self._identity
-        if identity is None:
-            identity = self._identity = _identity(metadata)
-        subscriber_id, email = identity
-        if type(subscriber_id) is str:  # the usual id: the key is itself, as stored
-            if subscriber_id[:_SUBSCRIBER_STORED_LENGTH] in keys:
-                return True
-        else:
-            key = _id_key(subscriber_id)
-            if key is None:
-                key = _id_key(metadata.get("subscriber_id"))
-            if key is not None and key in keys:
-                return True
-        flat = metadata.get("subscriber_email")
-        if not emails_among_them:  # only an address without an "@" can be among the keys
-            if type(email) is str and "@" in email:
-                email = None
-            if type(flat) is str and "@" in flat:
-                flat = None
-        if email is not None and _email_in(email, keys, emails_among_them):
-            return True
-        return flat is not None and _email_in(flat, keys, emails_among_them)
+        return holds_any_key(self.metadata, keys, emails_among_them)
 
     def caller_email(self) -> Optional[str]:
         """The normalized address department maps are keyed by: nested wins over flat."""
-        for raw in self._emails():
-            email = _stored(raw)
-            if isinstance(email, str) and email:
-                return normalize_email(email) or None
-        return None
+        return _first_email(self._emails())
 
     def credential(self) -> dict[str, Any]:
         if self._credential is _UNSET:
@@ -281,21 +322,9 @@ class CallFacts:
         return value
 
     def _read(self, dimension: str) -> Any:
-        metadata = self.metadata
-        if dimension == "AGENT":
-            return metadata.get("agent")
-        if dimension == "TASK_TYPE":
-            return _first_set(metadata, "task_type", "taskType")
-        if dimension == "PRODUCT":
-            return _first_set(metadata, "product_name", "productName", "product_id", "productId")
-        if dimension == "ORGANIZATION":
-            return _first_set(
-                metadata,
-                "organization_name",
-                "organizationName",
-                "organization_id",
-                "organizationId",
-            )
+        keys = PLAIN_DIMENSION_KEYS.get(dimension)
+        if keys is not None:
+            return first_set(self.metadata, keys)
         if dimension == "SUBSCRIBER":
             email = _stored(self.subscriber.get("email"))
             if isinstance(email, str) and email.strip():

@@ -15,10 +15,10 @@ Rows that hold whatever the call are dropped when the rule set is compiled.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Callable, Generic, Optional, TypeVar
 
-from ._callfacts import CallFacts, SubscriberEmail, normalize_email
+from ._callfacts import CallFacts, SubscriberEmail, first_set, normalize_email
 from ._providers import ALIAS_BUCKETS, GOOGLE_LABELS, XAI_LABELS
 from ._vendor_models import SERVED_BY_ALIAS
 
@@ -26,9 +26,11 @@ __all__ = [
     "CompiledFilter",
     "CompiledFilters",
     "CoverIndex",
+    "FiledValues",
     "compile_filters",
     "indexable_row",
     "meta_rows_hold",
+    "names_a_filed_value",
     "route_rows_hold",
     "rows_hold",
     "scan_filters",
@@ -260,6 +262,12 @@ class CoverIndex(Generic[T]):
     def __len__(self) -> int:
         return self.size
 
+    def buckets(self) -> Optional[tuple[tuple[str, dict[str, list[_Numbered[T]]]], ...]]:
+        """Each indexed dimension with its rules by value; ``None`` when a rule is in none."""
+        if self._always:
+            return None
+        return tuple((name, by_value) for name, by_value, _ in self._dimensions)
+
     def candidates(self, facts: CallFacts) -> tuple[T, ...]:
         """The rules that may cover this call, in their original order."""
         found: Optional[list[_Numbered[T]]] = None
@@ -274,6 +282,24 @@ class CoverIndex(Generic[T]):
             return self._always
         found.sort(key=_number)
         return tuple(item for _, item in found)
+
+
+# Per filed dimension: the metadata keys it reads, and the values rules are filed by.
+FiledValues = tuple[tuple[tuple[str, ...], Mapping[str, object]], ...]
+
+
+def names_a_filed_value(filed: FiledValues, metadata: Mapping[str, Any]) -> bool:
+    """Whether the call sends a value some rule is filed by (or one that is not plain text).
+
+    Read straight from the metadata, as :meth:`CallFacts.value` reads the
+    plain dimensions: a call that sends none of them is covered by none of
+    the rules, and is answered before any :class:`CallFacts` is built.
+    """
+    for keys, values in filed:
+        value = first_set(metadata, keys)
+        if value is not None and (type(value) is not str or value in values):
+            return True
+    return False
 
 
 def _number(pair: _Numbered[Any]) -> int:

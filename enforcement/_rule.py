@@ -10,12 +10,21 @@ would otherwise work out again on every check.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from ._callfacts import CallFacts
 from ._errors import BudgetExceededError
-from ._filters import CompiledFilters, compile_filters, meta_rows_hold, route_rows_hold
+from ._filters import (
+    CompiledFilters,
+    CoverIndex,
+    compile_filters,
+    indexable_row,
+    meta_rows_hold,
+    route_rows_hold,
+)
 from ._wire import (
     action_blocks,
     coerce_float,
@@ -26,7 +35,17 @@ from ._wire import (
     parse_window_end,
 )
 
-__all__ = ["BLOCK_PREFIX", "CompiledRule", "RuleVerdict"]
+__all__ = [
+    "BLOCK_PREFIX",
+    "ROUTE_CACHE_SIZE",
+    "CompiledRule",
+    "Notice",
+    "Route",
+    "RuleVerdict",
+    "Verdict",
+    "keep_out_of_collections",
+    "routes_of",
+]
 
 BLOCK_PREFIX = "Request blocked by Revenium enforcement rule: "
 
@@ -42,6 +61,31 @@ class RuleVerdict:
     reason: str
     current_value: Optional[float] = None
     threshold: Optional[float] = None
+
+
+class Notice(NamedTuple):
+    """Something a verdict noticed besides its answer, for the engine to log and count.
+
+    ``kind`` is ``"warn_only"``, ``"shadow"``, ``"department_not_blocking"`` or
+    ``"warn_tier"``. ``value`` is the figure the rule is over by (the caller's
+    own balance for a department rule); ``email`` is set for a warn tier only,
+    so that it is warned about once per caller. ``source`` is ``"local"`` when
+    this host's spend since the server's figures is what put the rule over.
+    """
+
+    kind: str
+    rule: Optional[CompiledRule]
+    rule_id: Any
+    value: Optional[float]
+    email: Optional[str] = None
+    source: str = "server"
+
+
+class Verdict(NamedTuple):
+    """The answer for a call that something noticed: the error to raise, if any, and the notices."""
+
+    error: Optional[BudgetExceededError]
+    notices: tuple[Notice, ...]
 
 
 class CompiledRule:
@@ -199,3 +243,43 @@ def _resets_at(given: Any, window_end_raw: Any, window_end: Optional[float]) -> 
     if isinstance(window_end_raw, str):
         return window_end_raw
     return iso_utc(window_end) if window_end is not None else None
+
+
+def keep_out_of_collections() -> None:
+    """Move what is alive now out of the cyclic collector's reach (``gc.freeze()``).
+
+    A full collection walks every tracked object, and a freshly installed
+    payload of 10,000 rules is tens of thousands of them, so a rule set
+    swapped in every poll soon makes a full collection stop every thread for
+    tens of milliseconds. Frozen objects are still freed by reference
+    counting when the next rule set replaces them (a rule set holds no
+    cycles); what is never collected is cyclic garbage that was alive at the
+    moment of freezing. It is process-wide, so the engine calls it after an
+    install only where the application accepts that.
+    """
+    gc.freeze()
+
+
+ROUTE_CACHE_SIZE = 1024
+
+
+class Route(NamedTuple):
+    """The tripped rules whose model and provider rows hold for one (model, provider) pair.
+
+    ``pooled`` leaves out the grouped rules: a caller holding none of the
+    keys any breached entry holds is judged by those alone.
+    """
+
+    every: CoverIndex[CompiledRule]
+    pooled: CoverIndex[CompiledRule]
+    grouped: bool
+
+
+def routes_of(rules: Iterator[CompiledRule]) -> Route:
+    listed = list(rules)
+    pooled = [rule for rule in listed if rule.group is None]
+    return Route(_cover_index(listed), _cover_index(pooled), len(pooled) < len(listed))
+
+
+def _cover_index(rules: list[CompiledRule]) -> CoverIndex[CompiledRule]:
+    return CoverIndex((indexable_row(rule.filters), rule) for rule in rules)

@@ -4,8 +4,11 @@ Compiling decides everything that does not depend on the call: which rules
 can trip at all (a rule nobody is over can never block, so it is not walked),
 each per-person breakdown as a dict, department maps keyed by normalized
 email, filters parsed, window ends as epoch seconds, the error each rule
-would raise, the keys any breached entry of a grouped rule holds, and an
-index of tripped rules by the metadata values their filters name. A
+would raise, the keys any breached entry of a grouped rule holds, an
+index of tripped rules by the metadata values their filters name, and, when
+only per-person verdicts or only rules filed by such values are tripped, a
+gate that answers nearly every caller from the raw metadata
+(:meth:`RuleSet.may_concern`). A
 :class:`RuleSet` never changes its answers once built (it only memoizes:
 rules compiled on demand, per-route rule lists, the accrual index), so the
 engine swaps a new one in by reference, a check takes no lock and copies
@@ -20,20 +23,35 @@ lives in :mod:`._accounts`.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from typing import Any, NamedTuple, Optional
+from collections.abc import Iterator, Mapping
+from typing import Any, Optional
 
 from ._accounts import Account, Accruals, cacheable_route, rule_id_value
-from ._callfacts import CallFacts
+from ._callfacts import (
+    PLAIN_DIMENSION_KEYS,
+    CallFacts,
+    as_metadata,
+    caller_email,
+    holds_any_key,
+)
 from ._errors import BudgetExceededError
 from ._filters import (
     CANDIDATE_DECIDED,
     CANDIDATE_DECIDED_WITH_CREDENTIAL,
-    CoverIndex,
-    indexable_row,
+    FiledValues,
+    names_a_filed_value,
 )
-from ._rule import BLOCK_PREFIX, CompiledRule, RuleVerdict
+from ._rule import (
+    BLOCK_PREFIX,
+    ROUTE_CACHE_SIZE,
+    CompiledRule,
+    Notice,
+    Route,
+    RuleVerdict,
+    Verdict,
+    keep_out_of_collections,
+    routes_of,
+)
 from ._wire import Candidate, Payload, can_trip, rules_fingerprint
 
 __all__ = [
@@ -47,71 +65,6 @@ __all__ = [
 ]
 
 DEPARTMENT_FALLBACK_NAME = "Department budget"
-
-
-class Notice(NamedTuple):
-    """Something a verdict noticed besides its answer, for the engine to log and count.
-
-    ``kind`` is ``"warn_only"``, ``"shadow"``, ``"department_not_blocking"`` or
-    ``"warn_tier"``. ``value`` is the figure the rule is over by (the caller's
-    own balance for a department rule); ``email`` is set for a warn tier only,
-    so that it is warned about once per caller. ``source`` is ``"local"`` when
-    this host's spend since the server's figures is what put the rule over.
-    """
-
-    kind: str
-    rule: Optional[CompiledRule]
-    rule_id: Any
-    value: Optional[float]
-    email: Optional[str] = None
-    source: str = "server"
-
-
-class Verdict(NamedTuple):
-    """The answer for a call that something noticed: the error to raise, if any, and the notices."""
-
-    error: Optional[BudgetExceededError]
-    notices: tuple[Notice, ...]
-
-
-def keep_out_of_collections() -> None:
-    """Move what is alive now out of the cyclic collector's reach (``gc.freeze()``).
-
-    A full collection walks every tracked object, and a freshly installed
-    payload of 10,000 rules is tens of thousands of them, so a rule set
-    swapped in every poll soon makes a full collection stop every thread for
-    tens of milliseconds. Frozen objects are still freed by reference
-    counting when the next rule set replaces them (a rule set holds no
-    cycles); what is never collected is cyclic garbage that was alive at the
-    moment of freezing. It is process-wide, so the engine calls it after an
-    install only where the application accepts that.
-    """
-    gc.freeze()
-
-
-_ROUTE_CACHE_SIZE = 1024
-
-
-class _Route(NamedTuple):
-    """The tripped rules whose model and provider rows hold for one (model, provider) pair.
-
-    ``pooled`` leaves out the grouped rules: a caller holding none of the
-    keys any breached entry holds is judged by those alone.
-    """
-
-    every: CoverIndex[CompiledRule]
-    pooled: CoverIndex[CompiledRule]
-    grouped: bool
-
-
-def _route(rules: Iterator[CompiledRule]) -> _Route:
-    listed = list(rules)
-    pooled = [rule for rule in listed if rule.group is None]
-    return _Route(_cover_index(listed), _cover_index(pooled), len(pooled) < len(listed))
-
-
-def _cover_index(rules: list[CompiledRule]) -> CoverIndex[CompiledRule]:
-    return CoverIndex((indexable_row(rule.filters), rule) for rule in rules)
 
 
 class RuleSet:
@@ -129,6 +82,7 @@ class RuleSet:
         "_by_id",
         "_compiled",
         "_fingerprint",
+        "_index_gate",
         "_personal_only",
         "_routes",
         "_unrouted",
@@ -151,7 +105,7 @@ class RuleSet:
         self.generation = generation
         self._fingerprint: Optional[str] = None
         self._compiled: dict[int, CompiledRule] = {}
-        self._routes: dict[tuple[Any, Any], _Route] = {}
+        self._routes: dict[tuple[Any, Any], Route] = {}
         self._accruals: Optional[Accruals] = None
         self._by_id: Optional[dict[str, int]] = None
         tripped: list[CompiledRule] = []
@@ -170,7 +124,7 @@ class RuleSet:
         tripped = [r for r in tripped if r.can_trip and not r.is_department]
         self.active = tuple(r for r in tripped if not r.shadow)
         self.shadow = tuple(r for r in tripped if r.shadow)
-        self._unrouted = _route(iter(self.active))
+        self._unrouted = routes_of(iter(self.active))
         # Every key a breached entry holds: a caller holding none passes every grouped rule.
         self._breached_keys = frozenset().union(*(r.breached_keys for r in tripped))
         # Whether an address can be among them: when not, a caller's address is never read.
@@ -187,6 +141,7 @@ class RuleSet:
         # Only per-person verdicts can refuse: a caller that no department map
         # names and that holds no breached key passes on that alone.
         self._personal_only = not self.shadow and all(r.group is not None for r in self.active)
+        self._index_gate = None if self._personal_only else self._filed_values()
         if self.has_departments:
             self._by_id = self._index_ids()  # department verdicts look rules up by id
 
@@ -262,14 +217,28 @@ class RuleSet:
                 return bool(route.every.size)
         return True
 
-    def _route_for(self, facts: CallFacts) -> _Route:
+    def may_concern(self, usage_metadata: Any, model: Any, provider: Any) -> bool:
+        """:meth:`may_cover`, and False as well for a caller no per-person verdict names.
+
+        While only grouped rules and department maps are tripped (someone is
+        always over), nearly every caller is answered here, from the raw
+        metadata, before any :class:`CallFacts` is built.
+        """
+        if self._personal_only:
+            return self._names(as_metadata(usage_metadata))
+        gate = self._index_gate
+        if gate is not None and not names_a_filed_value(gate, as_metadata(usage_metadata)):
+            return False
+        return self.may_cover(model, provider)
+
+    def _route_for(self, facts: CallFacts) -> Route:
         """The tripped rules whose model and provider rows hold, cached per pair."""
         model, provider = facts.model, facts.provider
         route = self._routes.get((model, provider)) if cacheable_route(model, provider) else None
         if route is None:
-            route = _route(r for r in self.active if r.covers_route(facts))
+            route = routes_of(r for r in self.active if r.covers_route(facts))
             if cacheable_route(model, provider):
-                if len(self._routes) >= _ROUTE_CACHE_SIZE:
+                if len(self._routes) >= ROUTE_CACHE_SIZE:
                     self._routes.clear()
                 self._routes[(model, provider)] = route
         return route
@@ -285,12 +254,11 @@ class RuleSet:
         (warn-only rules, shadow would-blocks, warn tiers) comes back as
         values; the ruleset never calls out to the engine.
         """
-        if self._personal_only:
-            keys = self._breached_keys
-            if not (keys and facts.holds_any_key(keys, self._breached_emails)) and not (
-                self.has_departments and self._in_department_maps(facts)
-            ):
-                return None  # nearly every caller, while someone else is over
+        if self._personal_only and not self._names(facts.metadata):
+            return None  # nearly every caller, while someone else is over
+        gate = self._index_gate
+        if gate is not None and not names_a_filed_value(gate, facts.metadata):
+            return None
         notices: list[Notice] = []
         error = None
         if self.has_departments:
@@ -327,9 +295,27 @@ class RuleSet:
             notices.append(Notice("warn_only", rule, rule.identifier, current_value))
         return None
 
-    def _in_department_maps(self, facts: CallFacts) -> bool:
-        """Whether any department map names the caller (else it has no department verdict)."""
-        email = facts.caller_email()
+    def _filed_values(self) -> Optional[FiledValues]:
+        """The metadata keys and values every tripped rule is filed by, when that is all.
+
+        Only pooled rules, each filed by a plain metadata dimension: a call
+        sending none of the filed values is covered by none of them.
+        """
+        if self.has_departments or self.shadow or self._unrouted.grouped:
+            return None
+        buckets = self._unrouted.every.buckets()
+        if buckets is None or not all(name in PLAIN_DIMENSION_KEYS for name, _ in buckets):
+            return None
+        return tuple((PLAIN_DIMENSION_KEYS[name], values) for name, values in buckets)
+
+    def _names(self, metadata: Mapping[str, Any]) -> bool:
+        """Whether a breached entry or a department map may name the caller."""
+        keys = self._breached_keys
+        if keys and holds_any_key(metadata, keys, self._breached_emails):
+            return True
+        if not self.has_departments:
+            return False
+        email = caller_email(metadata)
         return email is not None and (
             email in self.blocks or email in self.warnings or email in self.candidates
         )

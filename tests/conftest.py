@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +36,20 @@ settings.register_profile(
 )
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 settings.load_profile(PROFILE)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On 3.9, say "no event loop" up front, so pytest-asyncio never makes one it won't close.
+
+    pytest-asyncio 1.2 (the last release for 3.9) asks ``asyncio.get_event_loop()``
+    for the loop to restore after an async test; on 3.9 that quietly creates one,
+    never closed, whose ``ResourceWarning`` then fails whichever later test is
+    running when ``asyncio.run()`` lets it go (pytest-dev/pytest-asyncio#724,
+    fixed in releases that need 3.10). Once a loop has been set, even to ``None``,
+    ``get_event_loop()`` raises instead, which pytest-asyncio expects.
+    """
+    if sys.version_info < (3, 10):
+        asyncio.set_event_loop(None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

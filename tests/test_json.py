@@ -244,3 +244,86 @@ def test_the_bound_is_the_same_on_both_paths(value: Any, wrap: int) -> None:
         except TooDeep:
             outcomes.append(None)
     assert outcomes[0] is outcomes[1]
+
+
+# -- batches of rules, and the rules array's own text --------------------------------
+
+TRICKY_TEXT = st.text(alphabet='[]{}",:\\ ab\u00e9', max_size=12)
+TRICKY_VALUES = st.recursive(
+    st.none() | st.integers() | TRICKY_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TRICKY_TEXT, inner, max_size=3),
+    max_leaves=12,
+)
+RULES = st.lists(
+    st.builds(
+        lambda i, rest: {"ruleId": i, **rest},
+        st.integers(),
+        st.dictionaries(TRICKY_TEXT, TRICKY_VALUES, max_size=3),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+def depth_of(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(depth_of, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(depth_of, value), default=0)
+    return 0
+
+
+@given(TRICKY_VALUES, st.integers(min_value=0, max_value=6))
+def test_structure_counts_only_the_brackets_outside_strings(value: Any, limit: int) -> None:
+    for text in (json.dumps(value), json.dumps(value, ensure_ascii=False)):
+        assert json_pieces._nests_deeper(text, limit) == (depth_of(value) > limit)
+
+
+@given(RULES, st.sampled_from([(", ", ": "), (",", ":")]))
+def test_rules_decoded_in_batches_are_exactly_json_loads(
+    rules: list[dict[str, Any]], separators: tuple[str, str]
+) -> None:
+    # Tiny batches, so every boundary (and every false one, inside a string) is tried.
+    body = json.dumps({"rules": rules, "pad": "p" * THRESHOLD}, separators=separators).encode()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(json_pieces, "_BATCH_CHARS", 1)
+        value, text = json_pieces.decode_keeping_rules(body)
+    assert value == json.loads(body)
+    assert text == json.dumps(rules, separators=separators)
+
+
+def test_a_false_boundary_in_a_nested_object_or_after_the_rules_is_decoded_one_by_one() -> None:
+    # A quote in a string is escaped, so only objects can look like the next rule.
+    rules = [
+        {"ruleId": i, "name": "y" * 200, "related": [{"ruleId": 1}, {"ruleId": 2}][: i % 3]}
+        for i in range(2000)
+    ]
+    candidates = {"a@b.c": [{"ruleId": 1}, {"ruleId": 2}]}
+    document = {"rules": rules, "departmentBudgetCandidates": candidates}
+    body = json.dumps(document).encode()
+    assert json_pieces.decode_keeping_rules(body) == (json.loads(body), json.dumps(rules))
+
+
+@pytest.mark.parametrize("extra", [0, 1], ids=["at-the-bound", "past-it"])
+def test_the_depth_bound_is_exact_inside_a_batch(extra: int) -> None:
+    # The document, the rules array and the rule object are three levels.
+    deep = {"ruleId": 0, "x": json.loads(nested_text(MAX_DEPTH - 3 + extra))}
+    rules = [{"ruleId": i, "name": "y" * 200} for i in range(1, 2000)]
+    body = json.dumps({"rules": [*rules[:1000], deep, *rules[1000:]]}).encode()
+    if extra:
+        with pytest.raises(TooDeep):
+            json_pieces.decode(body)
+    else:
+        assert json_pieces.decode(body) == json.loads(body)
+
+
+def test_the_rules_text_is_kept_only_for_a_large_body() -> None:
+    small = b'{"rules": [{"ruleId": 1}]}'
+    assert json_pieces.decode_keeping_rules(small) == (json.loads(small), None)
+    bare = json.dumps([{"ruleId": i, "name": "y" * 300} for i in range(1000)], indent=1)
+    assert json_pieces.decode_keeping_rules(("  " + bare + "\n").encode())[1] == bare
+    pad = "q" * THRESHOLD
+    twice = '{"rules": [1], "pad": "' + pad + '", "rules": [ 2 ]}'
+    assert json_pieces.decode_keeping_rules(twice.encode())[1] == "[ 2 ]"  # the last, as loads
+    not_a_list = '{"rules": [1], "rules": null, "pad": "' + pad + '"}'
+    assert json_pieces.decode_keeping_rules(not_a_list.encode())[1] is None

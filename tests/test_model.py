@@ -493,3 +493,32 @@ def stored_keys(metadata: dict[str, Any]) -> list[str]:
         if isinstance(email, str) and email:
             keys.extend([email.strip().lower(), email] if email.strip() else [email])
     return keys
+
+
+@settings(max_examples=scaled(200))
+@given(payloads(), st.lists(callers(), min_size=1, max_size=5))
+def test_a_caller_the_gate_lets_through_has_no_verdict_and_no_notice(
+    payload: dict[str, Any], calls: list[tuple[dict[str, Any], Any, Any]]
+) -> None:
+    # RuleSet.may_concern answers from the raw metadata before any CallFacts is built.
+    from enforcement._callfacts import CallFacts
+    from enforcement._ruleset import RuleSet
+    from enforcement._wire import parse_payload
+
+    ruleset = RuleSet(parse_payload(payload), 1)
+    for metadata, model, provider in calls:
+        if ruleset.quiet or ruleset.may_concern(metadata, model, provider):
+            continue
+        assert ruleset.evaluate(CallFacts(metadata, model, provider), 0.0) is None
+        assert expected_verdict(payload, metadata, model, provider) == ("pass",)
+
+
+def test_an_address_whose_at_sign_is_past_the_stored_length_is_still_probed() -> None:
+    from enforcement._callfacts import CallFacts
+
+    stored = "x" * 255  # what the server keeps of a 260-character address: no "@" left
+    for metadata in (
+        {"subscriber": {"email": stored + "@late"}},
+        {"subscriber_email": stored + "@a"},
+    ):
+        assert CallFacts(metadata, None, None).holds_any_key(frozenset({stored}), False)

@@ -152,6 +152,51 @@ def test_the_oracle_reads_our_snapshot(
     }
 
 
+def many_rules(count: int, **fields: Any) -> list[dict[str, Any]]:
+    """Enough rules that the feed's body is decoded in pieces (over 256 KiB)."""
+    return [make_rule(i, f"rule {i}", window_end=FUTURE, **fields) for i in range(10, 10 + count)]
+
+
+def test_a_large_bodys_rules_are_written_as_they_came_and_the_oracle_reads_them(
+    server: RulesServer, cache_dir: Path, make_engine: Callable[..., Engine]
+) -> None:
+    rules = [
+        make_rule(7, "dept", departmentId=3, window_end=FUTURE, breached=True),
+        *many_rules(1500),
+        make_rule(9, "last", window_end=FUTURE, breached=True),
+    ]
+    fetch_snapshot(server, cache_dir, make_engine, rules, **DEPARTMENT_PAYLOAD_MAPS)
+    scope = snapshot_scope(server.base_url, server.team_id)
+    written = (cache_dir / f"revenium_enforcement_rules.{scope}.json").read_text()
+    assert written == json.dumps(rules, separators=(",", ":"))  # the served text, not re-encoded
+    maps = json.loads(
+        (cache_dir / f"revenium_enforcement_org_unit_blocks.{scope}.json").read_text()
+    )
+    canonical = json.dumps(rules, sort_keys=True, separators=(",", ":"))
+    import hashlib
+
+    assert maps["rules_fingerprint"] == hashlib.sha256(canonical.encode()).hexdigest()
+    env = offline_env(server, cache_dir)
+    ann = {"subscriber": {"email": "ann@example.com"}}
+    oracle = run_process(ORACLE, env, ann)
+    assert oracle == run_process(OURS, env, ann)
+    assert oracle["verdict"] == "block" and oracle["current_value"] == 42.5
+    assert run_process(ORACLE, env, {})["message"].endswith(": last")
+
+
+def test_a_large_body_with_text_beyond_ascii_is_written_as_json_dumps_would(
+    server: RulesServer, cache_dir: Path, make_engine: Callable[..., Engine]
+) -> None:
+    # The oracle opens the file in the locale's encoding: every byte stays ASCII.
+    rules = [*many_rules(1500), make_rule(9, "café", window_end=FUTURE, breached=True)]
+    fetch_snapshot(server, cache_dir, make_engine, rules)
+    scope = snapshot_scope(server.base_url, server.team_id)
+    written = (cache_dir / f"revenium_enforcement_rules.{scope}.json").read_bytes()
+    assert written.isascii() and json.loads(written) == rules
+    verdict = run_process(ORACLE, offline_env(server, cache_dir), {})
+    assert verdict["message"] == "Request blocked by Revenium enforcement rule: café"
+
+
 def test_we_read_the_oracles_snapshot(server: RulesServer, cache_dir: Path) -> None:
     rules = [
         make_rule(7, "dept", departmentId=3, window_end=FUTURE, breached=True),
