@@ -150,18 +150,19 @@ class Engine:
                     self._counters["fail_closed"] += 1
                     raise EnforcementUnavailableError(UNINITIALIZED_MESSAGE)
                 return
-        if not ruleset.quiet and ruleset.may_cover(model, provider):
+        if not ruleset.quiet:
             # Evaluated here rather than in a helper: every frame a raised error
             # passes through costs as much as a whole allowed check.
+            error = None
             try:
-                facts = CallFacts(usage_metadata, model, provider, self._environ)
-                verdict = ruleset.evaluate(facts, self._wall_clock())
-                error = None
-                if verdict is not None:
-                    error = verdict.error
-                    self._reporter.report(
-                        ruleset, verdict, usage_metadata, model, provider, self._wall_clock()
-                    )
+                if ruleset.may_concern(usage_metadata, model, provider):
+                    facts = CallFacts(usage_metadata, model, provider, self._environ)
+                    verdict = ruleset.evaluate(facts, self._wall_clock())
+                    if verdict is not None:
+                        error = verdict.error
+                        self._reporter.report(
+                            ruleset, verdict, usage_metadata, model, provider, self._wall_clock()
+                        )
             except Exception:
                 logger.debug(
                     "Enforcement check failed unexpectedly; letting the call through",

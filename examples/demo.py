@@ -116,7 +116,7 @@ def main() -> None:
         for verdict in explanation.rules:
             print(f"      {verdict.name!r}: {verdict.reason}")
         expect(explanation.blocked, "explain() names the verdict: blocked")
-        enforcement.stop_polling()
+        enforcement.default_engine().close()  # before its cache directory is removed
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@
 # when any failed. Each example is offline: local rules server, local fake provider.
 set -uo pipefail
 cd "$(dirname "$0")"
-python=${PYTHON:-$(command -v python || command -v python3)}
+# The test virtualenv (bash tests/run.sh builds it) has every provider SDK the examples use.
+default_python=$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python
+[[ -x $default_python ]] || default_python=$(command -v python || command -v python3)
+python=${PYTHON:-$default_python}
 limit=${EXAMPLE_TIMEOUT:-120}
 
 if (($# == 0)); then

@@ -65,8 +65,12 @@ def describe(session: Session, max_age: Optional[float] = None) -> dict[str, Any
     snapshot_age = _file_age(status.snapshot_path, now)
     age = rules_age(status, snapshot_age, now)
     problems = []
-    if status.enabled and not status.bypass and status.fail_closed and not status.loaded:
-        problems.append("enforcement would fail closed: no rule set is loaded")
+    if status.enabled and not status.bypass and not status.loaded:
+        problems.append(
+            "enforcement would fail closed: no rule set is loaded"
+            if status.fail_closed
+            else "no rule set is loaded: calls pass unjudged (fail-open)"
+        )
     if max_age is not None and (age is None or age > max_age):
         problems.append(
             f"rules are older than --max-age {max_age:g} s ({format_age(age)})"

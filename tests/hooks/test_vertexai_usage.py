@@ -37,17 +37,23 @@ def _response(usage: dict[str, Any], **fields: Any) -> GenerationResponse:
     )
 
 
+def _reports_thoughts() -> bool:
+    """Whether this SDK's UsageMetadata has ``thoughts_token_count`` (added after 1.91)."""
+    try:
+        _response({"thoughts_token_count": 1})
+    except Exception:
+        return False
+    return True
+
+
 def test_usage_counts_thoughts_as_output_and_reads_the_cache() -> None:
-    response = _response(
-        {
-            "prompt_token_count": 10,
-            "candidates_token_count": 5,
-            "thoughts_token_count": 2,
-            "cached_content_token_count": 4,
-        },
-        model_version="gemini-2.0-flash-001",
-    )
-    assert usage_of(response) == Usage(10, 7, cache_read_tokens=4, model="gemini-2.0-flash-001")
+    usage = {"prompt_token_count": 10, "candidates_token_count": 5, "cached_content_token_count": 4}
+    thoughts = 2 if _reports_thoughts() else 0
+    if thoughts:
+        usage["thoughts_token_count"] = thoughts
+    response = _response(usage, model_version="gemini-2.0-flash-001")
+    expected = Usage(10, 5 + thoughts, cache_read_tokens=4, model="gemini-2.0-flash-001")
+    assert usage_of(response) == expected
 
 
 def test_a_response_without_usage_reads_as_none() -> None:
