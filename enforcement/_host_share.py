@@ -15,8 +15,9 @@ import logging
 import os
 from typing import Callable, Optional, Union
 
-from ._mirror import Mirror, SnapshotMeta
+from ._mirror import Mirror
 from ._schedule import RetryPolicy
+from ._sidecar import SnapshotMeta
 
 __all__ = ["CACHE_TTL", "SELF_FETCH_EVERY", "HostShare"]
 

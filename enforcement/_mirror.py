@@ -41,20 +41,24 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 import os
-import socket
 import stat
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import filelock
 
 from . import _json as json_pieces
+from ._private_files import (
+    TEMP_PREFIX,
+    owned_by_us,
+    read_json,
+    write_private_json,
+    write_private_text,
+)
 from ._settings import Warn, log_warning
+from ._sidecar import SnapshotMeta, host_tag, pid_is_dead
 from ._wire import Payload, coerce_balances, coerce_candidates, normalize_keys, rules_fingerprint
 
 __all__ = ["Mirror", "SnapshotMeta", "snapshot_scope"]
@@ -65,10 +69,8 @@ RULES_PREFIX = "revenium_enforcement_rules"
 MAPS_PREFIX = "revenium_enforcement_org_unit_blocks"
 META_PREFIX = "revenium_enforcement_meta"
 LOCK_PREFIX = "revenium_enforcement_lock"
-TEMP_PREFIX = ".revenium_enforcement_tmp."
 _LEGACY_TEMP_PREFIX = ".tmp-"  # what versions before the writer's name wrote
 STALE_TEMP_SECONDS = 300.0
-MAX_FILE_BYTES = 64 * 1024 * 1024
 _SEAL_CONTEXT = b"enforcement snapshot sidecar v1\0"
 
 
@@ -81,130 +83,6 @@ def snapshot_scope(base_url: str, team_id: str) -> str:
     """
     scope = f"{base_url}|{team_id}".encode("utf-8", "surrogatepass")
     return hashlib.sha256(scope).hexdigest()[:16]
-
-
-def host_tag() -> str:
-    """This host, as it appears in temporary names and leases: pids only compare within it."""
-    try:
-        name = socket.gethostname()
-    except OSError:  # pragma: no cover - gethostname does not fail in practice
-        name = ""
-    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-
-
-def pid_is_dead(pid: int) -> bool:
-    """True only when ``pid`` surely names no process on this host (POSIX; else False)."""
-    if os.name != "posix" or pid <= 0:
-        return False  # on Windows os.kill(pid, 0) would not probe, it would signal
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except (OSError, OverflowError):  # alive under another user (EPERM), or unknowable
-        return False
-    return False
-
-
-@dataclass(frozen=True)
-class SnapshotMeta:
-    """Our sidecar: when the snapshot was fetched, its ETag, which rules file it describes,
-    and who, if anyone, holds the lease to fetch next.
-
-    ``rules_file`` is the rules file's (size, mtime in ns) right after we wrote
-    it: if another writer (the reference SDK, which knows nothing of this
-    sidecar) replaced the file since, the sidecar no longer describes it.
-    ``fetched_at`` is ``None`` in a sidecar that records a lease and no fetch yet.
-    """
-
-    fetched_at: Optional[float]
-    etag: Optional[str]
-    rules_file: Optional[tuple[int, int]]
-    pid: int
-    host: str = ""
-    lease_pid: int = 0
-    lease_host: str = ""
-    lease_at: Optional[float] = None
-
-    def age(self, now: float) -> Optional[float]:
-        """Seconds since the fetch; ``None`` without one or when it claims to be in the future."""
-        if self.fetched_at is None or self.fetched_at > now:
-            return None
-        return now - self.fetched_at
-
-    def lease_holder_alive(self, now: float, lease_seconds: float) -> bool:
-        """Whether another process holds a lease that still keeps this one waiting.
-
-        A lease lasts ``lease_seconds`` from when it was taken; one dated in the
-        future is void, and so is one whose holder on this host has died.
-        """
-        at = self.lease_at
-        if at is None or self.lease_pid <= 0 or at > now or now - at >= lease_seconds:
-            return False
-        if self.lease_host == host_tag():
-            if self.lease_pid == os.getpid():
-                return False
-            return not pid_is_dead(self.lease_pid)
-        return True
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "fetched_at": self.fetched_at,
-            "etag": self.etag,
-            "rules_file": list(self.rules_file) if self.rules_file is not None else None,
-            "pid": self.pid,
-            "host": self.host,
-            "lease": (
-                {"pid": self.lease_pid, "host": self.lease_host, "at": self.lease_at}
-                if self.lease_at is not None
-                else None
-            ),
-        }
-
-    @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> SnapshotMeta:
-        """The sidecar's fields; ``KeyError``, ``TypeError``, ``ValueError`` or
-        ``OverflowError`` when malformed."""
-        rules_file = data["rules_file"]
-        lease = data.get("lease")
-        lease_at: Optional[float] = None
-        lease_pid, lease_host = 0, ""
-        if lease is not None:
-            lease_at = _finite(lease["at"])
-            lease_pid = _whole(lease["pid"])
-            lease_host = _text(lease.get("host"))
-        fetched_at = data.get("fetched_at")
-        etag = data.get("etag")
-        return cls(
-            _finite(fetched_at) if fetched_at is not None else None,
-            etag if isinstance(etag, str) and etag else None,
-            (_whole(rules_file[0]), _whole(rules_file[1])) if rules_file is not None else None,
-            _whole(data.get("pid", 0)),
-            _text(data.get("host")),
-            lease_pid,
-            lease_host,
-            lease_at,
-        )
-
-
-def _finite(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError("not a number")
-    number = float(value)  # OverflowError for an integer past float range
-    if not math.isfinite(number):
-        raise ValueError("not finite")
-    return number
-
-
-def _whole(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError("not an integer")
-    if not 0 <= value < 2**63:  # sizes, nanoseconds and pids all fit
-        raise ValueError("out of range")
-    return value
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 class Mirror:
@@ -246,14 +124,14 @@ class Mirror:
             return None
 
     def _load(self) -> Optional[Payload]:
-        data = _read_json(self.rules_path, self._warn)
+        data = read_json(self.rules_path, self._warn)
         if isinstance(data, list):
             rules = data
         elif isinstance(data, dict) and isinstance(data.get("rules"), list):
             rules = data["rules"]
         else:
             return None
-        maps = _read_json(self.maps_path, self._warn)
+        maps = read_json(self.maps_path, self._warn)
         if not (
             isinstance(maps, dict)
             and isinstance(maps.get("blocks"), dict)
@@ -277,7 +155,7 @@ class Mirror:
         Never raises: a sidecar is advice about freshness, and no advice is
         the safe reading of a broken one (this process fetches for itself).
         """
-        data = _read_json(self.meta_path, self._warn)
+        data = read_json(self.meta_path, self._warn)
         if not isinstance(data, dict):
             return None
         try:
@@ -297,7 +175,7 @@ class Mirror:
 
     def _write_meta(self, meta: SnapshotMeta) -> None:
         body = meta.to_wire()
-        _write_private_json(self.meta_path, {**body, "seal": self._seal(body)})
+        write_private_json(self.meta_path, {**body, "seal": self._seal(body)})
 
     def rules_file(self) -> Optional[tuple[int, int]]:
         """The rules file's (size, mtime in ns), which tells one write from another."""
@@ -367,8 +245,8 @@ class Mirror:
             }
             if _has_entries(maps):
                 maps["rules_fingerprint"] = rules_fingerprint(payload.rules)
-            _write_private_json(self.maps_path, maps)
-            _write_private_text(self.rules_path, _rules_text(payload))
+            write_private_json(self.maps_path, maps)
+            write_private_text(self.rules_path, _rules_text(payload))
             self.touch(etag=etag, fetched_at=fetched_at)
             return True
         except Exception:
@@ -419,7 +297,7 @@ class Mirror:
             path = os.path.join(self.directory, name)
             try:
                 info = os.lstat(path)
-                if not stat.S_ISREG(info.st_mode) or not _owned_by_us(info):
+                if not stat.S_ISREG(info.st_mode) or not owned_by_us(info):
                     continue
                 old = moment - info.st_mtime > STALE_TEMP_SECONDS
                 orphan = host == here and pid not in (0, mine) and pid_is_dead(pid)
@@ -447,76 +325,3 @@ def _rules_text(payload: Payload) -> str:
 
 def _has_entries(maps: dict[str, Any]) -> bool:
     return any(maps.get(name) for name in ("blocks", "balances", "warnings", "candidates"))
-
-
-_OPEN_FLAGS = (
-    os.O_RDONLY
-    | getattr(os, "O_NONBLOCK", 0)  # a FIFO opens at once instead of waiting for a writer
-    | getattr(os, "O_NOFOLLOW", 0)  # a planted symlink is not followed
-    | getattr(os, "O_CLOEXEC", 0)
-    | getattr(os, "O_BINARY", 0)
-)
-
-
-def _owned_by_us(info: os.stat_result) -> bool:
-    geteuid = getattr(os, "geteuid", None)
-    return geteuid is None or info.st_uid == geteuid()
-
-
-def _untrusted(info: os.stat_result) -> Optional[str]:
-    """Why a snapshot file must not be read, or ``None`` when it may be."""
-    if not stat.S_ISREG(info.st_mode):
-        return "it is not a regular file"
-    if not _owned_by_us(info):
-        return "it is owned by another user"
-    if os.name == "posix" and info.st_mode & stat.S_IWOTH:
-        return "anyone may write it"
-    if info.st_size > MAX_FILE_BYTES:
-        return f"it is over {MAX_FILE_BYTES} bytes"
-    return None
-
-
-def _read_json(path: str, warn: Warn) -> Any:
-    """The decoded file, or ``None`` when it is absent, untrusted or unreadable. Never raises."""
-    try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except FileNotFoundError:
-        return None
-    except OSError as problem:  # ELOOP: a symlink; EACCES; ENXIO...
-        warn(f"snapshot:{path}", "Ignoring the snapshot file %s: %s", path, problem)
-        return None
-    try:
-        with os.fdopen(fd, "rb") as handle:
-            reason = _untrusted(os.fstat(handle.fileno()))
-            if reason is not None:
-                warn(f"snapshot:{path}", "Ignoring the snapshot file %s: %s", path, reason)
-                return None
-            return json_pieces.decode(handle.read(MAX_FILE_BYTES + 1))
-    except Exception:  # bad JSON, too deep, a read error: the file is unreadable, no more
-        logger.debug("Unreadable snapshot file %s", path, exc_info=True)
-        return None
-
-
-def _write_private_json(path: str, data: Any) -> None:
-    # dumps, not dump: dump encodes in Python chunks, several times slower.
-    _write_private_text(path, json.dumps(data))
-
-
-def _write_private_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, readable by this user only."""
-    directory = os.path.dirname(path)
-    fd, temporary = tempfile.mkstemp(
-        prefix=f"{TEMP_PREFIX}{host_tag()}.{os.getpid()}.", suffix=".tmp", dir=directory
-    )
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            if hasattr(os, "fchmod"):
-                os.fchmod(handle.fileno(), 0o600)
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise

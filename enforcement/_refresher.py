@@ -32,12 +32,13 @@ import httpx
 
 from ._feed import Feed, FeedResult
 from ._host_share import CACHE_TTL, SELF_FETCH_EVERY, HostShare
-from ._mirror import Mirror, SnapshotMeta
+from ._mirror import Mirror
 from ._poller import Poller
 from ._rules_file import RulesFile
 from ._ruleset import RuleSet
 from ._schedule import RetryPolicy
 from ._settings import Settings, Warn, configuration_problem
+from ._sidecar import SnapshotMeta
 from ._status import RefreshRecord
 from ._wire import Payload
 

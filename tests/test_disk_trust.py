@@ -24,7 +24,9 @@ import pytest
 from _support import FAST, breached, clean_env, verdict, wait_until
 
 from enforcement import Engine
-from enforcement._mirror import TEMP_PREFIX, Mirror, host_tag
+from enforcement._mirror import Mirror
+from enforcement._private_files import TEMP_PREFIX
+from enforcement._sidecar import host_tag
 from enforcement._wire import Payload
 from enforcement.testing import Fault, RulesServer, make_rule
 
