@@ -15,7 +15,8 @@ The private modules, by layer (each imports only from the layers above it)::
 
     values        _errors _usage _events _providers _vendor_models
     wire          _json _wire _settings _schedule
-    the verdict   _callfacts _metadata _filters _rule _ruleset _accounts _status
+    the verdict   _callfacts _metadata _model_match _filters _rule _ruleset _accounts
+                  _status
     fresh rules   _feed _poller _sidecar _private_files _mirror _host_share
                   _rules_file _refresher _inspection _fork
     spend         _model_names _prices _amounts _ledger _leased_ledger

@@ -14,13 +14,11 @@ Rows that hold whatever the call are dropped when the rule set is compiled.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Callable, Generic, Optional, TypeVar
 
 from ._callfacts import CallFacts, SubscriberEmail, first_set, normalize_email
-from ._providers import ALIAS_BUCKETS, GOOGLE_LABELS, XAI_LABELS
-from ._vendor_models import SERVED_BY_ALIAS
+from ._model_match import lowercased_model, model_matches, provider_matches
 
 __all__ = [
     "CompiledFilter",
@@ -59,17 +57,6 @@ _COMPARED_WHEN_ABSENT = frozenset(
 CANDIDATE_DECIDED = frozenset({"DEPARTMENT", "ORG_UNIT", "SUBSCRIBER"})
 CANDIDATE_DECIDED_WITH_CREDENTIAL = CANDIDATE_DECIDED | {"CREDENTIAL"}
 
-_SNAPSHOT = r"(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4})"
-_CARRIES_SNAPSHOT = re.compile(r"-" + _SNAPSHOT + r"(?=-|$)")
-_SNAPSHOT_TAIL = re.compile(r"-" + _SNAPSHOT + r"$")
-_VERTEX_AT_SNAPSHOT = re.compile(r"@(?=" + _SNAPSHOT + r"$)")
-_LATEST = "-latest"
-_GEMINI_LATEST = re.compile(r"gemini-([a-z][a-z-]*?)-latest")
-_GEMINI_VERSION = r"gemini-\d+(?:\.\d+)*-"
-_GEMINI_REVISION = r"(?:-preview(?:-\d{2}-\d{2}(?:\d{2})?)?|-\d{3})?"
-_AZURE_ROUTES = ("azure/", "azure_ai/")
-_GOOGLE_ROUTES = ("gemini/", "vertex_ai/", "vertex_ai_beta/")
-_XAI_ROUTES = ("xai/",)
 
 _EMAIL_EQUALITY = frozenset({"IS", "IS_NOT", "IN"})
 # Dimensions whose IS and IN rows name exact values a rule set can index by.
@@ -96,31 +83,17 @@ def _comparer(operator: str, expected: list[str]) -> Callable[[str], bool]:
     return lambda actual: actual.endswith(first)
 
 
-def _compare(operator: str, actual: str, expected: list[str]) -> bool:
-    """One comparison made per call (model and provider forms vary with the call)."""
-    if operator == "IN":
-        return actual in expected
-    first = expected[0]
-    if operator == "IS":
-        return actual == first
-    if operator == "IS_NOT":
-        return actual != first
-    if operator == "CONTAINS":
-        return first in actual
-    return actual.startswith(first) if operator == "STARTS_WITH" else actual.endswith(first)
-
-
 def _matcher(dimension: str, operator: str, expected: list[str], ignore_case: bool) -> Matcher:
     """The whole judgement of one row for one case rule, picked when the rule set compiles."""
     if dimension == "MODEL":
         if ignore_case:
             lowered = [value.lower() for value in expected]
-            return lambda actual, facts: _model_matches(
-                operator, lowered, _lowercased_model(actual), facts.provider
+            return lambda actual, facts: model_matches(
+                operator, lowered, lowercased_model(actual), facts.provider
             )
-        return lambda actual, facts: _model_matches(operator, expected, actual, facts.provider)
+        return lambda actual, facts: model_matches(operator, expected, actual, facts.provider)
     if dimension == "PROVIDER":
-        return lambda actual, _facts: _provider_matches(operator, actual, expected)
+        return lambda actual, _facts: provider_matches(operator, actual, expected)
     fold: Callable[[str], str] = str.lower
     plain = _comparer(operator, [fold(v) for v in expected] if ignore_case else expected)
     if ignore_case:
@@ -407,119 +380,4 @@ def _compile_row(entry: Any) -> Optional[CompiledFilter]:
 # -- PROVIDER ---------------------------------------------------------------
 
 
-def _via_alias(actual: str, expected: str) -> bool:
-    return expected.upper() in ALIAS_BUCKETS.get(actual.upper(), ())
-
-
-def _provider_matches(operator: str, actual: str, expected: list[str]) -> bool:
-    """Case-blind, and an aliased label is inside filters naming its alias target."""
-    if operator == "IN":
-        low = actual.lower()
-        return any(value.lower() == low or _via_alias(actual, value) for value in expected)
-    if operator in ("IS", "IS_NOT") and _via_alias(actual, expected[0]):
-        return operator == "IS"
-    return _compare(operator, actual.lower(), [value.lower() for value in expected])
-
-
 # -- MODEL ------------------------------------------------------------------
-
-
-class ModelKnownByAliases(str):
-    """A model string with the other names the same model is known by."""
-
-    aliases: frozenset[str]
-
-    def __new__(cls, model: str, *aliases: str) -> ModelKnownByAliases:
-        instance = super().__new__(cls, model)
-        instance.aliases = frozenset(aliases)
-        return instance
-
-
-def _aliases(model: str) -> Iterable[str]:
-    aliases = getattr(model, "aliases", None)
-    return aliases if aliases is not None else ()
-
-
-def _lowercased_model(model: str) -> str:
-    aliases = getattr(model, "aliases", None)
-    if aliases is None:
-        return model.lower()
-    return ModelKnownByAliases(model.lower(), *(alias.lower() for alias in aliases))
-
-
-def _dash_dated(model: str) -> str:
-    """Vertex's ``name@20251001`` written ``name-20251001``."""
-    return _VERTEX_AT_SNAPSHOT.sub("-", model)
-
-
-def _metered_forms(model: str) -> set[str]:
-    """Names the server may meter a requested model under."""
-    forms = {model, *_aliases(model)}
-    if "/" in model:
-        forms.add(model.split("/", 1)[1])
-    forms.update([_dash_dated(form) for form in forms])
-    forms.update([form[: -len(_LATEST)] for form in forms if form.endswith(_LATEST)])
-    return forms
-
-
-def _may_reach(provider: Any, model: str, labels: frozenset[str], routes: tuple[str, ...]) -> bool:
-    if not isinstance(provider, str):
-        return True
-    label = provider.upper()
-    if label == "LITELLM" and "/" not in model:
-        return True
-    return label in labels or model.lower().startswith(routes)
-
-
-def _candidates(model: str, expected: list[str], provider: Any) -> set[str]:
-    """Metered forms, widened by the expected value's snapshot date and vendor aliases."""
-    forms = _metered_forms(model)
-    tails = {m.group(0) for m in map(_SNAPSHOT_TAIL.search, expected) if m}
-    undated = [form for form in forms if not _CARRIES_SNAPSHOT.search(form)]
-    candidates = forms | {form + tail for form in undated for tail in tails}
-    if _may_reach(provider, model, GOOGLE_LABELS, _GOOGLE_ROUTES):
-        candidates |= _gemini_latest_served(forms, expected)
-    if _may_reach(provider, model, XAI_LABELS, _XAI_ROUTES):
-        candidates |= {
-            served for form in forms for served in SERVED_BY_ALIAS.get(form.rsplit("/", 1)[-1], ())
-        }
-    return candidates
-
-
-def _gemini_latest_served(forms: set[str], expected: list[str]) -> set[str]:
-    """Expected values that ``gemini-<tier>-latest`` may currently be served as."""
-    served = []
-    for form in forms:
-        alias = _GEMINI_LATEST.fullmatch(form.rsplit("/", 1)[-1])
-        if alias:
-            served.append(
-                re.compile(_GEMINI_VERSION + re.escape(alias.group(1)) + _GEMINI_REVISION)
-            )
-    if not served:
-        return set()
-    return {value for value in expected if any(name.fullmatch(value) for name in served)}
-
-
-def _spellings(operator: str, expected: list[str]) -> list[list[str]]:
-    if operator not in ("IS", "IN"):
-        return [expected]
-    dashed = [_dash_dated(value) for value in expected]
-    return [expected] if dashed == expected else [expected, dashed]
-
-
-def _model_matches(operator: str, expected: list[str], model: str, provider: Any) -> bool:
-    """Judge the model the server will meter; an Azure deployment name always matches."""
-    if (isinstance(provider, str) and provider.lower() == "azure") or model.lower().startswith(
-        _AZURE_ROUTES
-    ):
-        return True
-    if operator == "IS_NOT":
-        # An undated request may be metered under a date the filter does not name.
-        if not _CARRIES_SNAPSHOT.search(model):
-            return True
-        return not any(form == expected[0] for form in _metered_forms(str(model)))
-    return any(
-        _compare(operator, candidate, values)
-        for values in _spellings(operator, expected)
-        for candidate in _candidates(model, values, provider)
-    )

@@ -43,7 +43,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
-from .._filters import ModelKnownByAliases
+from .._model_match import ModelKnownByAliases
 from .._providers import ANTHROPIC, AWS, FOUNDRY
 from ._stainless import PublicMethods, StainlessInstrumentor
 

@@ -70,7 +70,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any, Callable, Optional
 
-from .._filters import ModelKnownByAliases
+from .._model_match import ModelKnownByAliases
 from .._providers import AWS
 from .._usage import Estimate, Usage
 from ._base import Call, Instrumentor, checked, read_call
