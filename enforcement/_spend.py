@@ -228,29 +228,36 @@ class LocalSpend:
         model = facts.model if isinstance(facts.model, str) else None
         provider = facts.provider if isinstance(facts.provider, str) else None
         worst = self._estimate(estimate)
-        amounts = [
-            held_amount(account.metric, worst, self.prices, model, provider) for account in accounts
-        ]
-        buckets = [self._bucket(account, now) for account in accounts]
-        admitting = [
-            bucket if account.blocks and not account.shadow else self._bucket(account, now, True)
-            for account, bucket in zip(accounts, buckets)
-        ]
+        prices = self.prices
+        amounts: list[float] = []
+        buckets: list[Bucket] = []
+        admitting: list[Bucket] = []
+        reports = False  # a shadow or warn-only rule among them, told apart after the hold
+        for account in accounts:
+            amounts.append(held_amount(account.metric, worst, prices, model, provider))
+            bucket = self._bucket(account, now)
+            buckets.append(bucket)
+            if account.blocks and not account.shadow:
+                admitting.append(bucket)
+            else:
+                reports = True
+                admitting.append(self._bucket(account, now, True))
         reserved = self._ledgers.reserve(admitting, amounts, now)
-        if reserved is not None:
-            ledger, result = reserved
-            if isinstance(result, Bucket):
-                index = admitting.index(result)
-                local = self._ledgers.spent(result, now) or 0.0
-                self.refused += 1
-                return local_refusal(accounts[index], local + amounts[index])
+        if reserved is None:
+            return None
+        ledger, result = reserved
+        if isinstance(result, Bucket):
+            index = admitting.index(result)
+            local = self._ledgers.spent(result, now) or 0.0
+            self.refused += 1
+            return local_refusal(accounts[index], local + amounts[index])
+        if reports:
             self._notice_non_blocking(accounts, buckets, ledger, now, notices)
-            with self._lock:
-                self.holds += 1
-                self.open_holds += 1
-                self._remember(accounts, buckets)
-            return Held(self, ledger, result, accounts, buckets, amounts, model, provider)
-        return None
+        with self._lock:
+            self.holds += 1
+            self.open_holds += 1
+        self._remember(accounts, buckets)
+        return Held(self, ledger, result, accounts, buckets, amounts, model, provider)
 
     def _notice_non_blocking(
         self,
@@ -382,12 +389,14 @@ class LocalSpend:
         }
 
     def _remember(self, accounts: tuple[Account, ...], buckets: list[Bucket]) -> None:
+        """Keep the buckets held on lately for :meth:`by_rule`; a known one costs a lookup."""
         recent = self._recent
-        for account, bucket in zip(accounts, buckets):
-            recent.pop(bucket.key, None)
-            recent[bucket.key] = (account, bucket)
-        while len(recent) > _RECENT_BUCKETS:
-            recent.pop(next(iter(recent)))
+        for index, bucket in enumerate(buckets):
+            known = recent.get(bucket.key)
+            if known is None or known[1] is not bucket:  # new, or a new figure for it
+                recent[bucket.key] = (accounts[index], bucket)
+                if len(recent) > _RECENT_BUCKETS:
+                    recent.pop(next(iter(recent)), None)
 
     def by_rule(self) -> list[dict[str, Any]]:
         """Local spend on the buckets held on lately: rule, entry, server figure, local, limit."""
