@@ -157,7 +157,7 @@ class Engine:
             try:
                 if ruleset.may_concern(usage_metadata, model, provider):
                     facts = CallFacts(usage_metadata, model, provider, self._environ)
-                    verdict = ruleset.evaluate(facts, self._wall_clock())
+                    verdict = ruleset.judge(facts, self._wall_clock())
                     if verdict is not None:
                         error = verdict.error
                         self._reporter.report(

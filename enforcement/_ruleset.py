@@ -259,6 +259,10 @@ class RuleSet:
         gate = self._index_gate
         if gate is not None and not names_a_filed_value(gate, facts.metadata):
             return None
+        return self.judge(facts, now)
+
+    def judge(self, facts: CallFacts, now: float) -> Optional[Verdict]:
+        """:meth:`evaluate` for a call :meth:`may_concern` let through: no gate asked twice."""
         notices: list[Notice] = []
         error = None
         if self.has_departments:
