@@ -204,7 +204,8 @@ def test_two_processes_share_one_log_across_rotations(tmp_path: Path) -> None:
     ids: list[str] = []
     for file in files:
         raw = file.read_bytes()
-        assert raw.endswith(b"\n")
+        # The live file is empty when the very last line filled the one before it.
+        assert raw.endswith(b"\n") or (file == path and not raw)
         ids += [json.loads(line)["rule_id"] for line in raw.splitlines()]  # no torn line
     expected = {f"{name}-{seq}" for name in ("a", "b") for seq in range(count)}
     assert len(ids) == len(expected) and set(ids) == expected
