@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from typing import Optional
 
 from .._engine import Engine
-from ._base import HookStatus, Instrumentor, set_hooked_engine
+from ._base import set_hooked_engine
+from ._instrumentor import HookStatus, Instrumentor
 
 __all__ = ["PROVIDERS", "HookStatus", "hook_status", "instrument", "uninstrument"]
 

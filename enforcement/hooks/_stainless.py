@@ -30,8 +30,9 @@ from types import ModuleType
 from typing import Any, Callable, Optional
 
 from .._usage import Estimate, Usage
-from ._base import Call, Instrumentor
+from ._base import Call
 from ._estimate import CHARS_PER_TOKEN, estimate_from
+from ._instrumentor import Instrumentor
 from ._streams import Meter, Tally, count, field
 
 __all__ = ["EventTally", "PublicMethods", "StainlessInstrumentor", "usage_of"]

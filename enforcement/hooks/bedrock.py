@@ -73,8 +73,9 @@ from typing import Any, Callable, Optional
 from .._model_match import ModelKnownByAliases
 from .._providers import AWS
 from .._usage import Estimate, Usage
-from ._base import Call, Instrumentor, checked, read_call
+from ._base import Call, checked, read_call
 from ._estimate import estimate_from, output_limit, prompt_tokens
+from ._instrumentor import Instrumentor
 from ._stainless import EventTally
 from ._streams import Meter, Tally, count, field
 

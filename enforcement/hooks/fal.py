@@ -61,20 +61,11 @@ from typing import Any, Callable, Optional
 from .._fork import renew_after_fork
 from .._providers import FAL
 from .._usage import Estimate, Usage
-from ._base import (
-    Call,
-    Instrumentor,
-    Meter,
-    Wrapper,
-    achecked,
-    aunchecked,
-    carry,
-    checked,
-    guard,
-    pop_usage_metadata,
-    read_call,
-    unchecked,
-)
+from ._base import Call, Wrapper, achecked, checked, guard, read_call
+from ._instrumentor import Instrumentor
+from ._reentry import aunchecked, unchecked
+from ._relay import carry, pop_usage_metadata
+from ._streams import Meter
 
 __all__ = [
     "INSTRUMENTOR",

@@ -37,33 +37,28 @@ hook that began a call settles it; the openai SDK hook below passes through.
 On the LiteLLM proxy the check belongs to :class:`EnforcementGuardrail`, which
 answers a refused request with HTTP 429. Once a guardrail exists in the
 process, the hooks leave the proxy's own calls to it, so a proxy that also
-runs ``import enforcement.auto`` checks each request once.
+runs ``import enforcement.auto`` checks each request once. The guardrail lives
+in ``_litellm_guardrail`` and the model resolution in ``_litellm_models``;
+both are named here, where users import them. The walk from a call to the
+matcher: entry point wrapper -> ``_base.checked`` -> ``Engine.begin`` ->
+``Engine.check`` -> ``RuleSet.evaluate``.
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
-import logging
 import sys
 from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from .._engine import Engine
-from .._errors import BudgetExceededError
-from .._metadata import current_metadata, merge_metadata
 from .._providers import LITELLM
 from .._usage import Estimate, Usage
-from ._base import (
-    CHECKED_ELSEWHERE,
-    Call,
-    Describe,
-    Instrumentor,
-    hooked_engine,
-    pop_usage_metadata,
-)
+from ._base import CHECKED_ELSEWHERE, Call, Describe
 from ._estimate import estimate_from, prompt_tokens
+from ._instrumentor import Instrumentor
+from ._litellm_guardrail import guardrail_class
+from ._litellm_models import deployment_model, given_model, model_position, routed_model
 from ._stainless import EventTally, usage_of
 from ._streams import Meter, Tally
 
@@ -80,8 +75,6 @@ __all__ = [
 if TYPE_CHECKING:  # built on first use by the module __getattr__ below
     EnforcementGuardrail: type
     proxy_guardrail: Any
-
-logger = logging.getLogger("enforcement.hooks.litellm")
 
 
 #: the provider label every LiteLLM call is checked under (kept under this name too).
@@ -140,87 +133,8 @@ ROUTER_METHODS: tuple[str, ...] = (
 #: after the prompt for image generation, as LiteLLM's Router has always had it.
 _ROUTER_MODEL_AT: Mapping[str, int] = {"image_generation": 1, "aimage_generation": 1}
 
-_GUARDRAIL_NAME = "revenium-enforcement"
-_ORGANIZATION_HEADERS = ("x-revenium-organization-name", "x-revenium-organization-id")
-_PRODUCT_HEADERS = ("x-revenium-product-name", "x-revenium-product-id")
 
-
-# -- the model a call is checked under ------------------------------------------
-
-
-def _model_position(function: Any, skip_self: bool, opaque: Optional[int] = None) -> Optional[int]:
-    """Where ``model`` sits among the positional arguments; None when keyword-only.
-
-    ``opaque`` is the answer for a signature that takes ``*args`` before any
-    ``model`` (it cannot say where the model goes).
-    """
-    try:
-        parameters = list(inspect.signature(function).parameters.values())
-    except (TypeError, ValueError):
-        return opaque
-    if skip_self and parameters and parameters[0].name == "self":
-        parameters = parameters[1:]
-    for index, parameter in enumerate(parameters):
-        if parameter.kind is parameter.VAR_POSITIONAL:
-            return opaque
-        if parameter.kind is parameter.KEYWORD_ONLY:
-            return None
-        if parameter.name == "model":
-            return index
-    return None
-
-
-def _given_model(args: tuple[Any, ...], kwargs: Mapping[str, Any], position: Optional[int]) -> Any:
-    model = kwargs.get("model")
-    if model is None and position is not None and len(args) > position:
-        model = args[position]
-    return model if isinstance(model, str) else None
-
-
-def _routed(model: Optional[str], kwargs: Mapping[str, Any]) -> Optional[str]:
-    """The model as LiteLLM routes it: ``custom_llm_provider`` prefixes a bare name."""
-    vendor = kwargs.get("custom_llm_provider")
-    if model is None or not isinstance(vendor, str) or not vendor:
-        return model
-    if model.lower().startswith(vendor.lower() + "/"):
-        return model
-    return f"{vendor}/{model}"
-
-
-def _deployment_model(router: Any, name: Optional[str]) -> Optional[str]:
-    """The one model a Router's group serves; the name as given when that is unclear.
-
-    A group of several models is checked under its name: which deployment
-    serves the call is decided later, by the Router's load balancing.
-    """
-    if name is None or router is None:
-        return name
-    try:
-        served = set()
-        for deployment in _deployments(router, name) or ():
-            params = deployment.get("litellm_params") or {}
-            model = _routed(params.get("model"), params)
-            if not isinstance(model, str) or not model or "*" in model:
-                return name
-            served.add(model)
-        return served.pop() if len(served) == 1 else name
-    except Exception:
-        logger.debug("Could not resolve the Router model %r", name, exc_info=True)
-        return name
-
-
-def _deployments(router: Any, name: str) -> Any:
-    """A Router's deployments for a model group, by the API its release has.
-
-    In 1.110 that is ``registry().deployments(name)`` (``get_model_list``
-    still answers there, but is deprecated and warns); before, ``get_model_list``.
-    The hooks get the Router's core rather than the Router in 1.110: it has
-    the same ``registry()``.
-    """
-    registry = getattr(router, "registry", None)
-    if callable(registry):
-        return registry().deployments(name)
-    return router.get_model_list(model_name=name)
+# -- where the Router's methods live ------------------------------------------
 
 
 def _router_class(module: ModuleType) -> Any:
@@ -315,8 +229,8 @@ class LiteLLMInstrumentor(Instrumentor):
         def describe(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
             if self._proxy_owns(kwargs):
                 return CHECKED_ELSEWHERE
-            model = _routed(_given_model(args, kwargs, position), kwargs)
-            return Call(LITELLM, _deployment_model(instance, model) if router else model)
+            model = routed_model(given_model(args, kwargs, position), kwargs)
+            return Call(LITELLM, deployment_model(instance, model) if router else model)
 
         return describe
 
@@ -325,7 +239,7 @@ class LiteLLMInstrumentor(Instrumentor):
             function = getattr(module, name, None)
             if function is None:
                 continue
-            position = _model_position(getattr(module, placed_like, function), skip_self=False)
+            position = model_position(getattr(module, placed_like, function), skip_self=False)
             self.hook(module, name, self._describer(position, router=False), meter=_METER)
         router = _router_class(module)
         if router is None:
@@ -338,241 +252,12 @@ class LiteLLMInstrumentor(Instrumentor):
                 self._missing.append(f"{router.__module__}.{router.__qualname__}.{name}")
                 continue
             method = vars(owner)[name]
-            position = _model_position(method, skip_self=True, opaque=_ROUTER_MODEL_AT.get(name, 0))
+            position = model_position(method, skip_self=True, opaque=_ROUTER_MODEL_AT.get(name, 0))
             describe = self._describer(position, router=True)
             self.hook(owner, name, describe, required=True, meter=_METER)
 
 
 INSTRUMENTOR = LiteLLMInstrumentor()
-
-
-# -- the proxy guardrail ----------------------------------------------------------
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _text(value: Any) -> Optional[str]:
-    return value.strip() if isinstance(value, str) and value.strip() else None
-
-
-def _request_headers(data: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The inbound headers, from whichever place this proxy route put them.
-
-    ``proxy_server_request`` before ``metadata``: the proxy writes the former
-    itself, while on some routes ``metadata`` is the caller's own body.
-    """
-    for key in ("litellm_metadata", "proxy_server_request", "metadata"):
-        headers = _mapping(_mapping(data.get(key)).get("headers"))
-        if headers:
-            return {str(k).lower(): v for k, v in headers.items()}
-    return {}
-
-
-def _first_header(headers: Mapping[str, Any], names: tuple[str, ...]) -> Optional[str]:
-    for name in names:
-        value = _text(headers.get(name))
-        if value is not None:
-            return value
-    return None
-
-
-def _proxy_caller(data: Mapping[str, Any], key: Any) -> dict[str, Any]:
-    """The caller as the reference guardrail describes it: key identity, then headers.
-
-    The virtual key gives the organization (its team), the subscriber email
-    (its owner) and the credential (its alias); ``x-revenium-*`` headers name
-    them per call and win.
-    """
-    metadata = _mapping(data.get("metadata"))
-    headers = _request_headers(data)
-    caller: dict[str, Any] = {}
-    organization = _first_header(headers, _ORGANIZATION_HEADERS) or _text(
-        metadata.get("user_api_key_team_alias") or getattr(key, "team_alias", None)
-    )
-    if organization is not None:
-        caller["organizationName"] = organization
-    for field, names in (
-        ("productName", _PRODUCT_HEADERS),
-        ("taskType", ("x-revenium-task-type",)),
-        ("agent", ("x-revenium-agent",)),
-    ):
-        value = _first_header(headers, names)
-        if value is not None:
-            caller[field] = value
-    subscriber: dict[str, Any] = {}
-    subscriber_id = _first_header(headers, ("x-revenium-subscriber-id",))
-    email = _first_header(headers, ("x-revenium-subscriber-email",)) or _text(
-        metadata.get("user_api_key_user_email") or getattr(key, "user_email", None)
-    )
-    alias = _text(metadata.get("user_api_key_alias") or getattr(key, "key_alias", None))
-    if subscriber_id is not None:
-        subscriber["id"] = subscriber_id
-    if email is not None:
-        subscriber["email"] = email
-    if alias is not None:
-        subscriber["credential"] = {"name": alias, "value": alias}
-    if subscriber:
-        caller["subscriber"] = subscriber
-    return caller
-
-
-def _proxy_router() -> Any:
-    """The proxy's Router, only if the proxy server is already running here."""
-    server = sys.modules.get("litellm.proxy.proxy_server")
-    return getattr(server, "llm_router", None) if server is not None else None
-
-
-def _budget_detail(
-    error: BudgetExceededError, model: Any, guardrail: Optional[str] = _GUARDRAIL_NAME
-) -> dict[str, Any]:
-    """The 429 body's details, in the reference guardrail's shape, so clients read either."""
-    return {
-        "error": {
-            "message": error.message or "Budget exceeded",
-            "type": "budget_exceeded",
-            "guardrail": guardrail,
-            "model": model if isinstance(model, str) else None,
-            "budgets": [
-                {
-                    "name": error.rule_name or "",
-                    "ruleId": error.rule_id,
-                    "threshold": error.threshold,
-                    "currentValue": error.current_value,
-                    "resetsAt": error.resets_at,
-                }
-            ],
-        }
-    }
-
-
-def _too_many_requests(error: BudgetExceededError, detail: dict[str, Any]) -> Exception:
-    """The exception the proxy turns into HTTP 429 with ``detail`` in the body.
-
-    The proxy's own ``ProxyException`` (importable without fastapi) is sent
-    as is, ``code`` as the status; an ``HTTPException`` with a dict detail
-    would be converted into the same thing. ``x-should-retry: false`` stops
-    the OpenAI and Anthropic SDKs from retrying a refusal that lasts until
-    the budget resets.
-    """
-    headers = {"x-should-retry": "false"}
-    try:
-        kind: Any = importlib.import_module("litellm.proxy._types").ProxyException
-        fields: dict[str, Any] = {
-            "message": error.message,
-            "type": "budget_exceeded",
-            "param": None,
-            "code": 429,
-            "headers": headers,
-        }
-        carries_detail = "provider_specific_fields" in inspect.signature(kind).parameters
-        if carries_detail:
-            fields["provider_specific_fields"] = detail
-        refusal: Exception = kind(**fields)
-        if not carries_detail:  # an older proxy sends no details; they are on the exception still
-            refusal.provider_specific_fields = detail  # type: ignore[attr-defined]
-        if not hasattr(refusal, "status_code"):  # what older proxies take the status from
-            refusal.status_code = 429  # type: ignore[attr-defined]
-        return refusal
-    except Exception:
-        logger.debug("No ProxyException in this LiteLLM; using HTTPException", exc_info=True)
-    try:
-        fastapi = importlib.import_module("fastapi")
-        return fastapi.HTTPException(  # type: ignore[no-any-return]
-            status_code=429, detail=detail, headers=headers
-        )
-    except ImportError:
-        return error
-
-
-def _guardrail_class() -> type:
-    base: Any = importlib.import_module("litellm.integrations.custom_guardrail").CustomGuardrail
-    try:
-        pre_call: Any = importlib.import_module("litellm.types.guardrails").GuardrailEventHooks
-        pre_call = pre_call.pre_call
-    except (ImportError, AttributeError):
-        pre_call = "pre_call"
-    # Older releases (1.55 and before) take no ``default_on``; the attribute is set all the same.
-    try:
-        takes_default_on = "default_on" in inspect.signature(base.__init__).parameters
-    except (TypeError, ValueError):
-        takes_default_on = True
-
-    class EnforcementGuardrail(base):  # type: ignore[misc]
-        """Budget enforcement for the LiteLLM proxy: a refused request gets HTTP 429.
-
-        Runs before every proxied call (chat, completions, embeddings, images,
-        audio, responses, messages), judged under provider ``LITELLM``, the
-        model the request names (resolved to its deployment's model when the
-        group has one) and the caller: the virtual key's team, owner and
-        alias, overridden per call by the ``x-revenium-organization-name``,
-        ``-product-name``, ``-task-type``, ``-agent``, ``-subscriber-id`` and
-        ``-subscriber-email`` headers, and by a ``usage_metadata`` object in
-        the request body (removed before the provider sees it). The 429 body
-        is ``{"error": {"message", "type": "budget_exceeded", "code": "429",
-        "provider_specific_fields": {"error": {..., "budgets": [{"name",
-        "ruleId", "threshold", "currentValue", "resetsAt"}]}}}}``.
-
-        Enable it in the proxy's ``config.yaml``, either as a callback::
-
-            litellm_settings:
-              callbacks: ["enforcement.hooks.litellm.proxy_guardrail"]
-
-        or as a guardrail (a top-level key)::
-
-            guardrails:
-              - guardrail_name: "revenium-enforcement"
-                litellm_params:
-                  guardrail: enforcement.hooks.litellm.EnforcementGuardrail
-                  mode: "pre_call"
-                  default_on: true
-
-        The engine is the default one (configured from ``REVENIUM_*``), or
-        ``EnforcementGuardrail(engine=...)``. The check never waits on the
-        network and never blocks the event loop.
-        """
-
-        def __init__(self, engine: Optional[Engine] = None, **kwargs: Any) -> None:
-            kwargs.setdefault("guardrail_name", _GUARDRAIL_NAME)
-            if kwargs.get("event_hook") is None:
-                kwargs["event_hook"] = pre_call
-            default_on = kwargs.pop("default_on", True)
-            if takes_default_on:
-                kwargs["default_on"] = default_on
-            super().__init__(**kwargs)
-            if not takes_default_on:
-                self.default_on = default_on
-            self.engine = engine
-            INSTRUMENTOR.proxy_guardrail_built = True
-
-        async def async_pre_call_hook(
-            self, user_api_key_dict: Any, cache: Any, data: Any, call_type: Any
-        ) -> Any:
-            """Raise the proxy's 429 when a tripped rule covers this request; else ``data``."""
-            if not isinstance(data, dict):
-                return data
-            requested = data.get("model")
-            try:
-                declared = pop_usage_metadata(data)
-                caller = merge_metadata(_proxy_caller(data, user_api_key_dict), declared)
-                model = _deployment_model(_proxy_router(), requested)
-                if model is None and isinstance(requested, str):
-                    model = requested
-            except Exception:
-                logger.debug("Could not read the proxied request", exc_info=True)
-                caller, model = {}, requested if isinstance(requested, str) else None
-            engine = self.engine or hooked_engine()
-            try:
-                await engine.acheck(current_metadata(caller), model=model, provider=LITELLM)
-            except BudgetExceededError as error:
-                name = getattr(self, "guardrail_name", None) or _GUARDRAIL_NAME
-                detail = _budget_detail(error, requested, name)
-                raise _too_many_requests(error, detail) from error
-            return data
-
-    EnforcementGuardrail.__qualname__ = "EnforcementGuardrail"
-    return EnforcementGuardrail
 
 
 def __getattr__(name: str) -> Any:
@@ -585,7 +270,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     lazy = INSTRUMENTOR.lazy
     if "EnforcementGuardrail" not in lazy:
-        lazy["EnforcementGuardrail"] = _guardrail_class()
+        lazy["EnforcementGuardrail"] = guardrail_class(INSTRUMENTOR)
     if name == "proxy_guardrail" and name not in lazy:
         lazy[name] = lazy["EnforcementGuardrail"]()
     return lazy[name]

@@ -43,8 +43,9 @@ from typing import Any, Optional
 
 from .._providers import OLLAMA
 from .._usage import Estimate, Usage
-from ._base import Call, Instrumentor
+from ._base import Call
 from ._estimate import output_limit, prompt_tokens
+from ._instrumentor import Instrumentor
 from ._streams import GeneratorMeter, count, field
 
 __all__ = ["COSTLY_PATHS", "INSTRUMENTOR", "OllamaInstrumentor", "describe"]

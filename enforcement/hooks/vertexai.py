@@ -52,20 +52,12 @@ from typing import Any, Callable, Optional
 
 from .._providers import GOOGLE
 from .._usage import Estimate, Usage
-from ._base import (
-    Call,
-    Describe,
-    Instrumentor,
-    Meter,
-    Wrapper,
-    already_checked,
-    carry,
-    checked,
-    pop_usage_metadata,
-    read_call,
-)
+from ._base import Call, Describe, Wrapper, checked, read_call
 from ._estimate import output_limit, prompt_tokens
-from ._streams import count, field
+from ._instrumentor import Instrumentor
+from ._reentry import already_checked
+from ._relay import carry, pop_usage_metadata
+from ._streams import Meter, count, field
 
 __all__ = [
     "INSTRUMENTOR",

@@ -25,7 +25,7 @@ from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
-from enforcement.hooks._base import _Carrier
+from enforcement.hooks._relay import _Carrier
 
 from ._fake_server import FakeServer
 

@@ -11,7 +11,8 @@ import pytest
 import enforcement
 from enforcement import BudgetExceededError
 from enforcement.hooks import PROVIDERS
-from enforcement.hooks._base import _INHERITED, achecked, checked
+from enforcement.hooks._base import achecked, checked
+from enforcement.hooks._instrumentor import _INHERITED
 
 from ._fake_server import FakeServer
 from .conformance import TABLES, Case, Table, load_table

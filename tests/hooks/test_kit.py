@@ -12,14 +12,9 @@ import pytest
 
 import enforcement
 from enforcement import BudgetExceededError, Engine
-from enforcement.hooks._base import (
-    Call,
-    Instrumentor,
-    carry,
-    read_call,
-    relayed_metadata,
-    release,
-)
+from enforcement.hooks._base import Call, read_call
+from enforcement.hooks._instrumentor import Instrumentor, release
+from enforcement.hooks._relay import carry, relayed_metadata
 
 from .conftest import breached_rule
 

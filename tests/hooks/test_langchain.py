@@ -22,12 +22,12 @@ from langchain_core.runnables import RunnableConfig
 
 import enforcement
 from enforcement import BudgetExceededError, Engine
-from enforcement.hooks import _base
+from enforcement.hooks import _reentry
+from enforcement.hooks._langchain_labels import run_facts
 from enforcement.hooks.langchain import (
     INSTRUMENTOR,
     AsyncEnforcementCallbackHandler,
     EnforcementCallbackHandler,
-    _facts,
 )
 
 from .conftest import breached_rule
@@ -49,7 +49,7 @@ class CountingChat(FakeListChatModel):
 
     def _reached(self) -> None:
         self.calls += 1
-        self.guarded.append(bool(_base.already_checked()))
+        self.guarded.append(bool(_reentry.already_checked()))
 
     def _call(self, *args: Any, **kwargs: Any) -> str:
         self._reached()
@@ -83,7 +83,7 @@ class CountingLLM(FakeListLLM):
 
     def _reached(self) -> None:
         self.calls += 1
-        self.guarded.append(bool(_base.already_checked()))
+        self.guarded.append(bool(_reentry.already_checked()))
 
     def _call(self, *args: Any, **kwargs: Any) -> str:
         self._reached()
@@ -157,7 +157,7 @@ def test_allowed_runs_return_langchains_own_results(hooked: Engine, model: Any, 
     else:
         assert all(isinstance(c, AIMessageChunk) if chat else isinstance(c, str) for c in result)
         assert "".join(c.content if chat else c for c in result) == "hello"
-    assert not _base.already_checked()  # nothing left behind in the caller's context
+    assert not _reentry.already_checked()  # nothing left behind in the caller's context
 
 
 @pytest.mark.parametrize("way", WAYS)
@@ -169,7 +169,7 @@ def test_breached_rule_blocks_before_the_model_runs(hooked: Engine, model: Any, 
     assert caught.value.rule_name == "cap-1"
     assert model.calls == 0
     assert blocked(hooked) == 1
-    assert not _base.already_checked()
+    assert not _reentry.already_checked()
 
 
 @pytest.mark.parametrize("way", WAYS)
@@ -317,7 +317,7 @@ def test_batches_check_every_prompt_and_guard_each_request(hooked: Engine) -> No
     assert len(asyncio.run(chat.abatch(["a", "b"]))) == 2
     assert chat.guarded == [True] * 6
     assert llm.guarded == [True] * 4
-    assert not _base.already_checked()
+    assert not _reentry.already_checked()
     hooked.load_payload([breached_rule()])
     with pytest.raises(BudgetExceededError):
         llm.generate(["a", "b"])
@@ -433,7 +433,7 @@ def test_a_streams_consumer_is_outside_the_guard(
     engine.load_payload([breached_rule(filters=[NOT_ACME])])
     chat = ChatViaOpenAI(base_url=api.base_url)
     for _ in chat.stream("hi", ACME_RUN):
-        assert not _base.already_checked()
+        assert not _reentry.already_checked()
         with pytest.raises(BudgetExceededError):
             direct.chat.completions.create(**chat._request())
     assert api.count == 1
@@ -483,7 +483,7 @@ def test_model_errors_pass_through_unchanged(hooked: Engine) -> None:
 
     with pytest.raises(KeyError, match="vendor down"):
         Broken(responses=["x"]).invoke("hi")
-    assert not _base.already_checked()
+    assert not _reentry.already_checked()
 
 
 @pytest.mark.parametrize(
@@ -507,7 +507,7 @@ def test_model_errors_pass_through_unchanged(hooked: Engine) -> None:
 def test_reading_a_run_never_raises(
     serialized: Any, metadata: Any, params: Any, expected: tuple[Any, ...]
 ) -> None:
-    assert _facts(serialized, metadata, params, None) == expected
+    assert run_facts(serialized, metadata, params, None) == expected
 
 
 def _served(base_url: str) -> dict[str, Any]:
@@ -563,8 +563,8 @@ def _served(base_url: str) -> dict[str, Any]:
 def test_runs_are_labelled_as_the_reference_labels_them(
     serialized: Any, metadata: Any, params: Any, chat: str, text: str
 ) -> None:
-    assert _facts(serialized, metadata, params, None, chat=True)[0] == chat
-    assert _facts(serialized, metadata, params, None, chat=False)[0] == text
+    assert run_facts(serialized, metadata, params, None, chat=True)[0] == chat
+    assert run_facts(serialized, metadata, params, None, chat=False)[0] == text
 
 
 @pytest.mark.parametrize(
@@ -594,7 +594,7 @@ class _Explosive(dict):  # type: ignore[type-arg]
 
 
 def test_odd_metadata_falls_back_to_no_model() -> None:
-    assert _facts({}, _Explosive(), {}, {"a": 1}) == (None, None, {"a": 1})
+    assert run_facts({}, _Explosive(), {}, {"a": 1}) == (None, None, {"a": 1})
 
 
 def test_importing_the_hooks_never_imports_langchain() -> None:

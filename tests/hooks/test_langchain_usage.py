@@ -36,8 +36,9 @@ import enforcement
 from enforcement import BudgetExceededError, Engine
 from enforcement._prices import PriceTable
 from enforcement._usage import Estimate, Usage
-from enforcement.hooks._base import Hold, already_checked
-from enforcement.hooks.langchain import _Run, _Runs, estimate, usage_of
+from enforcement.hooks._langchain_runs import Run, Runs
+from enforcement.hooks._reentry import Hold, already_checked
+from enforcement.hooks.langchain import estimate, usage_of
 from enforcement.testing import make_rule
 
 from .conftest import RecordedSpend, RecordingEngine, breached_rule
@@ -287,10 +288,10 @@ def test_a_run_the_engine_holds_nothing_for_settles_nothing(recording: Recording
 
 def test_the_run_table_releases_a_run_it_evicts() -> None:
     settled: list[Optional[Usage]] = []
-    runs = _Runs(limit=1)
+    runs = Runs(limit=1)
     first, second = Hold(), Hold()
-    runs.start("a", _Run(first, RecordedSpend(settled), None))
-    runs.start("b", _Run(second, RecordedSpend(settled), None))
+    runs.start("a", Run(first, RecordedSpend(settled), None))
+    runs.start("b", Run(second, RecordedSpend(settled), None))
     assert settled == [None] and not first and second
     runs.finish("a", None)  # evicted already: settled once, not twice
     runs.finish("b", LLMResult(generations=[[_chat(3, 1)]]))

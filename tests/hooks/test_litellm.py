@@ -21,7 +21,7 @@ import pytest
 import enforcement
 from enforcement import BudgetExceededError, Engine
 from enforcement.hooks import litellm as hook
-from enforcement.hooks._base import release
+from enforcement.hooks._instrumentor import release
 
 from .conformance import aconsume, consume
 from .conftest import breached_rule

@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any, Callable
 
 from enforcement import _providers
-from enforcement.hooks._base import release
+from enforcement.hooks._instrumentor import release
 
 from ..conformance import Case, Table, aconsume, consume, of, pair
 from ..fake_openai import FakeOpenAI
