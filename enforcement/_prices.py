@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
+from ._fork import renew_after_fork
 from ._model_names import DEFAULT_OUTPUT_LIMIT, candidate_names, output_limit, split_route
 from ._usage import Estimate, Usage
 
@@ -49,6 +50,7 @@ logger = logging.getLogger("enforcement.prices")
 PER_MILLION = 1_000_000.0
 DEFAULT_CACHE_SIZE = 1024
 _UNPRICED_KEPT = 16
+_LOAD_WAIT = 5.0  # seconds a lookup waits for another thread's import of the table
 
 _TABLE_PROVIDERS: Mapping[str, Optional[str]] = {
     "openai": "openai",
@@ -288,21 +290,51 @@ def _rates_from(prices: Any, start: Optional[int], limit: int, source: str) -> R
 
 
 class _Table:
-    """genai-prices' bundled snapshot, imported on first use (it is 130 ms and 13 MiB)."""
+    """genai-prices' bundled snapshot, imported on first use (it is 130 ms and 13 MiB).
+
+    Fork-safe: a child forked while another thread of the parent was
+    importing it (the poller preloads it) would wait for ever on a lock or a
+    half-imported module that no thread of its own will release. So the child
+    gets a fresh lock, and a table interrupted mid-import is imported again
+    on a daemon thread of the child's own (if that import hangs on the dead
+    thread's module lock, only that thread waits; calls go on unpriced by the
+    table meanwhile). No load waits more than a few seconds for the lock.
+    """
 
     def __init__(self, enabled: bool) -> None:
         self._enabled = enabled
         self._lock = threading.Lock()
+        self._loading = False
+        self._retry_aside = False  # set in a child forked mid-import: import on a thread aside
         self._snapshot: Any = None
         self.name: Optional[str] = None
         self.error: Optional[str] = None if enabled else "disabled"
+        renew_after_fork(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        if self._loading:
+            self._loading = False
+            self._retry_aside = True
 
     def load(self) -> Any:
         if self._snapshot is not None or self.error is not None:
             return self._snapshot
-        with self._lock:
+        if self._retry_aside:
+            self._retry_aside = False
+            threading.Thread(target=self.load, name="enforcement-prices", daemon=True).start()
+            return None
+        if not self._lock.acquire(timeout=_LOAD_WAIT):
+            return None  # another thread is importing it: this call goes unpriced, unblocked
+        try:
             if self._snapshot is None and self.error is None:
-                self._import()
+                self._loading = True
+                try:
+                    self._import()
+                finally:
+                    self._loading = False
+        finally:
+            self._lock.release()
         return self._snapshot
 
     def _import(self) -> None:
