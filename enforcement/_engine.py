@@ -33,13 +33,13 @@ import httpx
 
 from . import _inspection as inspection
 from ._callfacts import CallFacts
-from ._errors import BudgetExceededError, EnforcementUnavailableError
+from ._errors import UNINITIALIZED_MESSAGE, EnforcementUnavailableError
 from ._events import Listener
 from ._fork import renew_after_fork
 from ._prices import PriceTable
 from ._refresher import Refresher
 from ._reporter import Reporter
-from ._ruleset import RuleSet, RuleVerdict
+from ._ruleset import RuleSet
 from ._schedule import RetryPolicy
 from ._settings import Settings, Switches
 from ._spend import LocalSpend
@@ -51,9 +51,6 @@ __all__ = ["Engine", "EngineStatus", "Explanation"]
 
 logger = logging.getLogger("enforcement")
 
-UNINITIALIZED_MESSAGE = (
-    "Request blocked: enforcement cache is uninitialized and REVENIUM_CB_FAIL_MODE=closed."
-)
 _NEVER = float("-inf")
 
 
@@ -314,22 +311,9 @@ class Engine:
         enabled, bypass = self._enabled(), self._bypass()
         if enabled and not bypass and not self._refresher.started:
             self._refresher.start()
-        ruleset = self._ruleset
-        error: Optional[BudgetExceededError] = None
-        rules: list[RuleVerdict] = []
         facts = CallFacts(usage_metadata, model, provider, self._environ)
-        if enabled and not bypass:
-            if ruleset is None:
-                if self._fail_closed():
-                    error = EnforcementUnavailableError(UNINITIALIZED_MESSAGE)
-            else:
-                verdict = ruleset.evaluate(facts, self._wall_clock())
-                if verdict is None and self._spend is not None:
-                    verdict = self._spend.over(ruleset, facts, self._wall_clock())
-                error = verdict.error if verdict is not None else None
-        if ruleset is not None:
-            rules = ruleset.explain(facts, self._wall_clock())
-        return Explanation(enabled, bypass, ruleset is not None, error, rules)
+        switches = (enabled, bypass, self._fail_closed())
+        return inspection.explain(self._ruleset, facts, self._wall_clock(), switches, self._spend)
 
     def rules(self) -> list[dict[str, Any]]:
         """The rules held now, as the feed served them (copies, for tools); empty before a load."""

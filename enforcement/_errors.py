@@ -16,7 +16,11 @@ from __future__ import annotations
 
 from typing import Any, Optional, Union
 
-__all__ = ["BudgetExceededError", "EnforcementUnavailableError"]
+__all__ = ["UNINITIALIZED_MESSAGE", "BudgetExceededError", "EnforcementUnavailableError"]
+
+UNINITIALIZED_MESSAGE = (
+    "Request blocked: enforcement cache is uninitialized and REVENIUM_CB_FAIL_MODE=closed."
+)
 
 
 class BudgetExceededError(Exception):
