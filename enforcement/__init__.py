@@ -19,7 +19,7 @@ The private modules, by layer (each imports only from the layers above it)::
                   _status
     fresh rules   _feed _poller _sidecar _private_files _mirror _host_share
                   _rules_file _refresher _fork
-    spend         _model_names _prices _amounts _ledger _leased_ledger
+    spend         _model_names _rates _prices _amounts _ledger _leased_ledger
                   _host_ledger _redis_ledger _ledger_chain _spend
     reporting     _dispatch _decision_log _reporter _audit, otel
     the engine    _inspection _engine _default

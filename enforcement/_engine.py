@@ -263,12 +263,7 @@ class Engine:
         self._refresher.started = True
 
     def _after_fork_in_child(self) -> None:
-        """In a forked child (see ``_fork``): fresh locks, no parent poller, a refresh due.
-
-        The inherited rules stay, as the last good verdict, but unless they
-        were loaded by hand they count as stale: the child's next check
-        starts its own poller, however fresh the parent's cache was.
-        """
+        """In a forked child (``_fork``): inherited rules stay, as stale unless loaded by hand."""
         self._refresher.after_fork_in_child()
         self._reporter.after_fork_in_child()
         if self._refresher.configured and self._fresh_until != float("inf"):
@@ -279,9 +274,8 @@ class Engine:
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(decision)`` for every block, would-block and warning, off-thread.
 
-        Listeners run on one worker thread: a slow one never delays a call, a
-        failing one never breaks it, and past 10,000 queued decisions new ones
-        are dropped and counted (``status().counters["listener_dropped"]``).
+        A slow listener never delays a call, a failing one never breaks it;
+        past 10,000 queued decisions new ones are dropped and counted.
         """
         self._reporter.add_listener(listener)
         if self._reporter.check_timers and "check" not in self.__dict__:
