@@ -154,12 +154,12 @@ class Engine:
             try:
                 if ruleset.may_concern(usage_metadata, model, provider):
                     facts = CallFacts(usage_metadata, model, provider, self._environ)
-                    verdict = ruleset.judge(facts, self._wall_clock())
+                    now = self._wall_clock()
+                    verdict = ruleset.judge(facts, now)
                     if verdict is not None:
                         error = verdict.error
-                        self._reporter.report(
-                            ruleset, verdict, usage_metadata, model, provider, self._wall_clock()
-                        )
+                        report = self._reporter.report
+                        report(ruleset, verdict, usage_metadata, model, provider, now)
             except Exception:
                 logger.debug(
                     "Enforcement check failed unexpectedly; letting the call through",
@@ -171,9 +171,9 @@ class Engine:
         spend = self._spend
         if spend is not None and spend.active:
             facts = CallFacts(usage_metadata, model, provider, self._environ)
-            local = spend.over(ruleset, facts, self._wall_clock())
+            now = self._wall_clock()
+            local = spend.over(ruleset, facts, now)
             if local is not None and local.error is not None:
-                now = self._wall_clock()
                 self._reporter.report(ruleset, local, usage_metadata, model, provider, now)
                 raise local.error
 
@@ -213,9 +213,9 @@ class Engine:
         if spend is None or ruleset is None or self._off():
             return None
         facts = CallFacts(usage_metadata, model, provider, self._environ)
-        held, verdict = spend.hold(ruleset, facts, estimate, self._wall_clock())
+        now = self._wall_clock()
+        held, verdict = spend.hold(ruleset, facts, estimate, now)
         if verdict is not None:
-            now = self._wall_clock()
             self._reporter.report(ruleset, verdict, usage_metadata, model, provider, now)
             if verdict.error is not None:
                 raise verdict.error

@@ -78,9 +78,9 @@ class LedgerChain:
         return None
 
     def spent(self, bucket: Bucket, now: float) -> Optional[float]:
-        """Completed plus held spend on ``bucket``, from the first ledger that answers."""
+        """Completed plus held spend on ``bucket``, from the ledger :meth:`reserve` would use."""
         for index, ledger in enumerate(self.ledgers):
-            if now < self._skip_until[index]:
+            if not self._usable(index, now):
                 continue
             try:
                 used, held = ledger.spent(bucket, now)

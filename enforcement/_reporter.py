@@ -155,17 +155,21 @@ class Reporter:
         provider: Any,
         now: float,
     ) -> None:
-        """Log, count and tell the listeners what one verdict noticed and refused."""
-        if verdict.notices:
-            self.hear(ruleset, verdict.notices, metadata, model, provider, now)
-        if verdict.error is not None:
-            self.blocked(verdict.error, metadata, model, provider, now)
+        """Log, count and tell the listeners what one verdict noticed and refused.
 
-    def hear(
+        The caller's keys are digested once per verdict, and only when someone listens.
+        """
+        callers = self._callers(metadata) if self.listeners else ()
+        if verdict.notices:
+            self._hear(ruleset, verdict.notices, callers, model, provider, now)
+        if verdict.error is not None:
+            self._blocked(verdict.error, callers, model, provider, now)
+
+    def _hear(
         self,
         ruleset: RuleSet,
         notices: tuple[Notice, ...],
-        metadata: Optional[Mapping[str, Any]],
+        callers: tuple[tuple[str, str], ...],
         model: Any,
         provider: Any,
         now: float,
@@ -187,12 +191,12 @@ class Reporter:
             elif kind == "shadow":
                 self.counters["shadow"] += 1
             if self.listeners:
-                self._emit(self._decision(kind, notice, metadata, model, provider, now))
+                self._emit(self._decision(kind, notice, callers, model, provider, now))
 
-    def blocked(
+    def _blocked(
         self,
         error: BudgetExceededError,
-        metadata: Optional[Mapping[str, Any]],
+        callers: tuple[tuple[str, str], ...],
         model: Any,
         provider: Any,
         now: float,
@@ -212,7 +216,7 @@ class Reporter:
                     _text(model),
                     _text(provider),
                     now,
-                    self._callers(metadata),
+                    callers,
                     "local" if local else "server",
                 )
             )
@@ -271,7 +275,7 @@ class Reporter:
         self,
         kind: str,
         notice: Notice,
-        metadata: Optional[Mapping[str, Any]],
+        callers: tuple[tuple[str, str], ...],
         model: Any,
         provider: Any,
         now: float,
@@ -287,7 +291,7 @@ class Reporter:
             _text(model),
             _text(provider),
             now,
-            self._callers(metadata),
+            callers,
             notice.source,
         )
 
