@@ -9,26 +9,47 @@ per pair, and the first exact metadata row. A rule is compiled in full only
 when a call first reaches it. The index is built on the refresher's thread
 after an install (:meth:`Accruals.__init__` via ``RuleSet.prepare_accounts``)
 or on first use.
+
+Most calls accrue to no rule, so :meth:`Accruals.may_accrue` turns them away
+before a ``CallFacts`` is built: per (model, provider) pair it knows the
+plain metadata values every rule the pair reaches is filed by, and reads
+them from the raw metadata. A pooled rule met before keeps its account, and
+its one IS or IN metadata row as a set, so a later call judges it in a probe.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Callable, Literal, NamedTuple, Optional, Union
 
-from ._callfacts import CallFacts
+from ._callfacts import (
+    PLAIN_DIMENSION_KEYS,
+    CallFacts,
+    SubscriberEmail,
+    as_metadata,
+    caller_email,
+    normalize_email,
+)
 from ._filters import (
     CANDIDATE_DECIDED,
     CompiledFilter,
-    CoverIndex,
+    FiledValues,
     rows_hold,
     scan_filters,
 )
 from ._rule import CompiledRule
 from ._wire import Payload, coerce_float, is_department_rule
 
-__all__ = ["Account", "Accruals", "accrual_metric", "accrual_operator", "rule_id_value"]
+__all__ = [
+    "Account",
+    "Accruals",
+    "RecordIndex",
+    "accrual_metric",
+    "accrual_operator",
+    "rule_id_value",
+]
 
 _WORD = re.compile(r"[A-Z]+")
 # operatorType -> whether reaching the threshold exactly breaches; absent reads as >=.
@@ -119,10 +140,26 @@ def _record(position: int, raw: dict[str, Any]) -> Optional[_Record]:
     return position, metric, threshold, inclusive
 
 
+# Per (model, provider): the filed values a call must name to reach a rule, or True
+# when some rule it reaches is filed by none (then only accounts() can tell).
+_Gate = Union[Literal[True], FiledValues]
+_NO_RULES: FiledValues = ()
+
+
 class Accruals:
     """Every rule a call can accrue to, indexed so a call visits only those that may cover it."""
 
-    __slots__ = ("_compile", "_payload", "_pooled", "_routed", "_routes", "departments", "unrouted")
+    __slots__ = (
+        "_compile",
+        "_gates",
+        "_payload",
+        "_pooled",
+        "_routed",
+        "_routes",
+        "_sole_rows",
+        "departments",
+        "unrouted",
+    )
 
     def __init__(self, payload: Payload, compile_rule: Callable[[int], CompiledRule]) -> None:
         self._payload = payload
@@ -142,39 +179,145 @@ class Accruals:
                 unrouted.append((indexed, record))
             else:
                 self._routed.append((route, indexed, record))
-        self.unrouted = CoverIndex(unrouted)
-        self._routes: dict[tuple[Any, Any], CoverIndex[_Record]] = {}
+        self.unrouted = RecordIndex(unrouted)
+        self._routes: dict[tuple[Any, Any], RecordIndex] = {}
+        # Per (model, provider): what a call's raw metadata must name to reach a rule.
+        self._gates: dict[tuple[Any, Any], _Gate] = {}
         # A pooled rule's account is the same for every call: built once, on first use.
         self._pooled: dict[int, Account] = {}
+        # Those of them whose only metadata row is one IS or IN on a plain dimension.
+        self._sole_rows: dict[int, tuple[str, frozenset[str]]] = {}
+
+    # -- the gate ----------------------------------------------------------------------
+
+    def may_accrue(self, usage_metadata: Any, model: Any, provider: Any) -> bool:
+        """False when no rule can accrue this call; True when :meth:`accounts` must tell.
+
+        Answered from the (model, provider) pair and the raw metadata, before
+        any :class:`CallFacts` is built: the rules the pair reaches, filed by
+        the plain metadata values their first IS or IN row names, and the
+        caller's address when department rules can accrue. Only ever errs
+        towards True (an unusual pair, a rule no value files, an unreadable
+        value), so a call it turns away is one :meth:`accounts` finds no rule for.
+        """
+        if type(model) is str and type(provider) is str:
+            gate = self._gates.get((model, provider))
+            if gate is None:
+                gate = self._gate_for(model, provider)
+        else:
+            gate = self._odd_pair_gate(model, provider)
+        if gate is True:
+            return True
+        if not gate and not self.departments:
+            return False  # no rule the pair reaches, no department rule: the metadata is moot
+        metadata = usage_metadata if type(usage_metadata) is dict else as_metadata(usage_metadata)
+        try:
+            # names_a_filed_value() over first_set(), written out: this runs on every call.
+            for keys, values in gate:
+                for key in keys:
+                    value = metadata.get(key)
+                    if value is not None:
+                        if type(value) is not str or value in values:
+                            return True
+                        break
+            return bool(self.departments) and self._may_name_department_caller(metadata)
+        except Exception:
+            return True  # a value we cannot read reaches every rule filed by it
+
+    def _odd_pair_gate(self, model: Any, provider: Any) -> _Gate:
+        """A pair with a ``None`` (cached like any other) or something not text (never)."""
+        if not cacheable_route(model, provider):
+            return True  # not a cache key: accounts() routes it afresh
+        gate = self._gates.get((model, provider))
+        return self._gate_for(model, provider) if gate is None else gate
+
+    def _gate_for(self, model: Optional[str], provider: Optional[str]) -> _Gate:
+        """What the rules this pair reaches are filed by: their union, or True when not all are."""
+        pooled = self.unrouted.filed
+        routed = (
+            self._routed_for(CallFacts(None, model, provider)).filed if self._routed else _NO_RULES
+        )
+        gate: _Gate = True if pooled is None or routed is None else pooled + routed
+        if len(self._gates) >= _ROUTE_CACHE_SIZE:
+            self._gates.clear()
+        self._gates[(model, provider)] = gate
+        return gate
+
+    def _may_name_department_caller(self, metadata: Mapping[str, Any]) -> bool:
+        """Whether the caller has a balance a department rule can accrue to (see _balances_of)."""
+        email = caller_email(metadata)
+        payload = self._payload
+        return email is not None and (email in payload.candidates or email in payload.balances)
+
+    # -- the accounts ------------------------------------------------------------------
 
     def accounts(self, facts: CallFacts, now: float) -> tuple[Account, ...]:
         """Every rule this call counts toward, tripped or not, with its server figure.
 
         Department accounts come first (the verdict judges them first), then
-        pooled and grouped rules in payload order.
+        pooled and grouped rules in payload order. A pooled rule met before
+        is judged here without a call: its account is fixed, so only its
+        window and its metadata rows are asked.
         """
         found: list[Account] = []
         if self.departments:
             self._department_accounts(facts, now, found)
-        unrouted = self.unrouted.candidates(facts) if self.unrouted.size else ()
-        routed = self._routed_for(facts).candidates(facts) if self._routed else ()
-        if not unrouted and not routed and not found:
-            return ()
-        for record in (*unrouted, *routed):
-            account = self._covering(record, facts, now)
-            if account is not None:
-                found.append(account)
-        if self.unrouted.size and len(found) > 1:
-            found.sort(key=_department_then_position)
+        departments = len(found)
+        records = self._records_for(facts)
+        if not records:
+            return tuple(found)
+        # Written out rather than in helpers: each call per record costs as much as its test.
+        pooled, sole_rows = self._pooled, self._sole_rows
+        for record in records:
+            account = pooled.get(record[0])
+            if account is None:
+                account = self._covering(record, facts, now)
+                if account is not None:
+                    found.append(account)
+                continue
+            end = account.window_end
+            if end is not None and end <= now:
+                continue
+            rule = account.rule
+            if rule.reads_metadata:
+                sole = sole_rows.get(record[0])
+                try:
+                    value = facts.value(sole[0]) if sole is not None else None
+                except Exception:
+                    value = None  # judged in full below, where a failure holds
+                if sole is not None and type(value) is str:  # plain text, one IS or IN row
+                    if value not in sole[1]:
+                        continue
+                elif not rule.covers_metadata(facts):
+                    continue
+            found.append(account)
+        if departments > 1 and self.unrouted.size and len(found) > 1:
+            found.sort(key=_department_then_position)  # departments by position, as before
         return tuple(found)
 
-    def _routed_for(self, facts: CallFacts) -> CoverIndex[_Record]:
+    def _records_for(self, facts: CallFacts) -> Sequence[_Record]:
+        """The records that may cover this call, rules without and with route rows, by position."""
+        unrouted = self.unrouted.candidates(facts) if self.unrouted.size else ()
+        routed: Sequence[_Record] = ()
+        if self._routed:
+            index = self._routed_for(facts)
+            if index.size:
+                routed = index.candidates(facts)
+        if unrouted and routed:
+            return sorted((*unrouted, *routed))  # by position, which no two records share
+        return unrouted or routed
+
+    def _routed_for(self, facts: CallFacts) -> RecordIndex:
         """The rules with model or provider rows that hold for this pair, cached per pair."""
-        key = (facts.model, facts.provider)
-        cacheable = cacheable_route(*key)
+        model, provider = facts.model, facts.provider
+        key = (model, provider)
+        # cacheable_route(), written out: asked on every call a model or provider rule may cover.
+        cacheable = (type(model) is str or model is None) and (
+            type(provider) is str or provider is None
+        )
         index = self._routes.get(key) if cacheable else None
         if index is None:
-            index = CoverIndex(
+            index = RecordIndex(
                 (indexed, record)
                 for route, indexed, record in self._routed
                 if rows_hold(route, facts)
@@ -193,6 +336,9 @@ class Accruals:
         if rule.group is None:
             account = self._pooled.get(position)
             if account is None:
+                sole = _sole_row(rule)
+                if sole is not None:
+                    self._sole_rows[position] = sole
                 account = self._pooled[position] = _account(rule, record, "", rule.current_value)
             return account
         own = _own_entry(rule.group, facts.group_keys())
@@ -226,6 +372,92 @@ class Accruals:
         return balances
 
 
+class RecordIndex:
+    """Accruing rules found by the metadata value their first IS or IN row names.
+
+    :class:`~._filters.CoverIndex`'s filing, for records: each value's rules
+    are a tuple built once, in payload order, so a call filed under one
+    dimension gets that tuple as it is (no list, no sort); only a call that
+    several dimensions or unfiled rules reach has its records merged, by
+    position. ``filed`` is the same filing as the gate reads it from the raw
+    metadata (:func:`~._filters.names_a_filed_value`), or ``None`` when some
+    rule is filed by no plain value. The index only narrows: every record
+    found is still judged in full.
+    """
+
+    __slots__ = ("_always", "_dimensions", "_single", "filed", "size")
+
+    def __init__(self, items: Iterable[tuple[Optional[CompiledFilter], _Record]]) -> None:
+        always: list[_Record] = []
+        dimensions: dict[str, tuple[dict[str, list[_Record]], list[_Record]]] = {}
+        for row, record in items:
+            if row is None:
+                always.append(record)
+                continue
+            by_value, every = dimensions.setdefault(row.dimension, ({}, []))
+            every.append(record)
+            for key in dict.fromkeys(row.index_keys() or ()):
+                by_value.setdefault(key, []).append(record)
+        self._always = tuple(always)
+        self._dimensions = tuple(
+            (name, {key: tuple(found) for key, found in by_value.items()}, tuple(every))
+            for name, (by_value, every) in dimensions.items()
+        )
+        self.size = len(always) + sum(len(every) for _, _, every in self._dimensions)
+        self._single = self._dimensions[0] if len(self._dimensions) == 1 and not always else None
+        self.filed = self._filed()
+
+    def candidates(self, facts: CallFacts) -> Sequence[_Record]:
+        """The records that may cover this call, in payload order."""
+        single = self._single
+        if single is not None:
+            return _filed_under(facts, *single)
+        found: Optional[list[_Record]] = None
+        for dimension, by_value, every in self._dimensions:
+            hits = _filed_under(facts, dimension, by_value, every)
+            if hits:
+                if found is None:
+                    found = [*self._always, *hits]
+                else:
+                    found.extend(hits)
+        if found is None:
+            return self._always
+        found.sort()  # by position, which no two records share
+        return found
+
+    def _filed(self) -> Optional[FiledValues]:
+        if self._always:
+            return None
+        filed = []
+        for name, by_value, _ in self._dimensions:
+            keys = PLAIN_DIMENSION_KEYS.get(name)
+            if keys is None:
+                return None  # SUBSCRIBER, CREDENTIAL: read through the subscriber, not raw keys
+            filed.append((keys, by_value))
+        return tuple(filed)
+
+
+def _filed_under(
+    facts: CallFacts,
+    dimension: str,
+    by_value: dict[str, tuple[_Record, ...]],
+    every: tuple[_Record, ...],
+) -> tuple[_Record, ...]:
+    """The records of one dimension this call's value can satisfy (as ``_filters._indexed``)."""
+    try:
+        actual = facts.value(dimension)
+    except Exception:
+        return every  # a value we cannot read holds, as in a filter walk
+    if actual is None:
+        return ()
+    if type(actual) is not str:
+        if not isinstance(actual, str):
+            return every
+        if isinstance(actual, SubscriberEmail):
+            actual = normalize_email(actual)
+    return by_value.get(actual, ())
+
+
 def _account(rule: CompiledRule, record: _Record, entry: str, base: Optional[float]) -> Account:
     _, metric, threshold, inclusive = record
     return Account(
@@ -239,6 +471,23 @@ def _account(rule: CompiledRule, record: _Record, entry: str, base: Optional[flo
         rule.blocks_action,
         rule.shadow,
     )
+
+
+def _sole_row(rule: CompiledRule) -> Optional[tuple[str, frozenset[str]]]:
+    """The dimension and values of a rule's one metadata row, when a set probe judges it.
+
+    An IS or IN row on a plain dimension, no legacy credential: for a value
+    that is plain text the row holds exactly when the value is one of its
+    own (``CompiledFilter.holds``, case kept); anything else is judged by
+    :meth:`CompiledRule.covers_metadata`.
+    """
+    filters = rule.filters
+    if rule.credential or filters is None or len(filters.meta) != 1:
+        return None
+    row = filters.meta[0]
+    if row.operator not in ("IS", "IN") or row.dimension not in PLAIN_DIMENSION_KEYS:
+        return None
+    return row.dimension, frozenset(row.expected)
 
 
 def _own_entry(group: dict[str, tuple[bool, Optional[float]]], keys: tuple[str, ...]) -> Any:

@@ -23,6 +23,8 @@ __all__ = [
     "first_set",
     "holds_any_key",
     "normalize_email",
+    "raw_caller_email",
+    "stored_email",
 ]
 
 _SUBSCRIBER_STORED_LENGTH = 255
@@ -167,7 +169,13 @@ def holds_any_key(
     call while anyone is over a grouped cap, and each helper call would cost
     as much as a probe.
     """
-    subscriber_id, email = _identity(metadata)
+    nested = metadata.get("subscriber")
+    if type(nested) is dict:  # _identity, inline for the usual caller
+        subscriber_id, email = nested.get("id") or None, nested.get("email") or None
+        if subscriber_id is None and email is None:
+            subscriber_id, email = _identity(metadata)
+    else:
+        subscriber_id, email = _identity(metadata)
     if type(subscriber_id) is str:  # the usual id: the key is itself, as stored
         if subscriber_id[:_SUBSCRIBER_STORED_LENGTH] in keys:
             return True
@@ -190,10 +198,31 @@ def holds_any_key(
 
 def caller_email(metadata: Mapping[str, Any]) -> Optional[str]:
     """:meth:`CallFacts.caller_email`, read straight from the metadata."""
-    nested, flat = _identity(metadata)[1], metadata.get("subscriber_email")
-    if nested is None and flat is None:
-        return None  # most callers of a department gate: nothing more to read
-    return _first_email((nested, flat))
+    raw = raw_caller_email(metadata)
+    return None if raw is None else stored_email(raw)
+
+
+def stored_email(raw: str) -> Optional[str]:
+    """An address as department maps key it: cut as the server stores it, then normalized."""
+    return normalize_email(raw[:_SUBSCRIBER_STORED_LENGTH]) or None
+
+
+def raw_caller_email(metadata: Mapping[str, Any]) -> Optional[str]:
+    """The address :func:`caller_email` normalizes, as the caller sent it.
+
+    A key a rule set can remember its department verdict by: the same text
+    always normalizes to the same address, so a caller seen before costs one
+    dict lookup instead of a normalization.
+    """
+    # _identity's address, then the flat one, the first that is text: a nested
+    # address that is text always wins, and otherwise the flat one is next.
+    nested = metadata.get("subscriber")
+    if isinstance(nested, dict):
+        email = nested.get("email")
+        if isinstance(email, str) and email:
+            return email
+    flat = metadata.get("subscriber_email")
+    return flat if isinstance(flat, str) and flat else None
 
 
 def _first_email(candidates: tuple[Any, Any]) -> Optional[str]:

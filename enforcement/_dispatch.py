@@ -82,7 +82,7 @@ class Dispatcher:
         self._name = name
         # A tuple, replaced whole on add and remove: the worker and submit read
         # it without a lock, and an empty tuple is the one test submit makes.
-        self._listeners: tuple[Listener, ...] = ()
+        self.listeners: tuple[Listener, ...] = ()
         self._fresh_state()
         renew_after_fork(self)
 
@@ -99,24 +99,20 @@ class Dispatcher:
     def add(self, listener: Listener) -> None:
         """Call ``listener(decision)`` on the worker thread for every decision submitted."""
         with self._lock:
-            self._listeners = (*self._listeners, listener)
+            self.listeners = (*self.listeners, listener)
 
     def remove(self, listener: Listener) -> None:
         """Stop calling ``listener``; raises :class:`ValueError` when it was never added."""
         with self._lock:
-            listeners = list(self._listeners)
+            listeners = list(self.listeners)
             listeners.remove(listener)
-            self._listeners = tuple(listeners)
-
-    @property
-    def listeners(self) -> tuple[Listener, ...]:
-        return self._listeners
+            self.listeners = tuple(listeners)
 
     # -- the caller's side -----------------------------------------------------
 
     def submit(self, decision: Decision) -> None:
         """Queue ``decision`` for the listeners; never blocks, never raises."""
-        if not self._listeners:
+        if not self.listeners:
             return
         pending = self._queue
         if pending.qsize() >= self._capacity:
@@ -164,7 +160,7 @@ class Dispatcher:
                 self._worker = None
 
     def _deliver(self, decision: Decision) -> None:
-        for listener in self._listeners:
+        for listener in self.listeners:
             try:
                 listener(decision)
             except Exception:
@@ -177,7 +173,7 @@ class Dispatcher:
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until every decision submitted so far was delivered; ``False`` on timeout."""
         if self._worker is None:
-            if not (self._listeners and self._queue.qsize()):
+            if not (self.listeners and self._queue.qsize()):
                 return True
             self._start_worker()  # decisions left behind a close
         marker = _Marker()
@@ -220,4 +216,4 @@ class Dispatcher:
 
     def __repr__(self) -> str:
         state = "running" if self._worker is not None else "idle"
-        return f"<Dispatcher {state} listeners={len(self._listeners)} {self.stats()}>"
+        return f"<Dispatcher {state} listeners={len(self.listeners)} {self.stats()}>"

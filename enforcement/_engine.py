@@ -39,7 +39,7 @@ from ._fork import renew_after_fork
 from ._prices import PriceTable
 from ._refresher import Refresher
 from ._reporter import Reporter
-from ._ruleset import RuleSet
+from ._ruleset import JUDGE, PASSES, RuleSet
 from ._schedule import RetryPolicy
 from ._settings import Settings, Switches
 from ._spend import LocalSpend
@@ -85,7 +85,7 @@ class Engine:
         offline: bool = False,
     ) -> None:
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
-        reporter = Reporter(settings.team_id if settings is not None else "")
+        reporter = Reporter(settings.team_id if settings is not None else "", wall_clock)
         self.settings = settings or Settings.from_env(self._environ, warn=reporter.warn_once)
         reporter.team_id = self.settings.team_id
         self._reporter = reporter
@@ -152,10 +152,15 @@ class Engine:
             # passes through costs as much as a whole allowed check.
             error = None
             try:
-                if ruleset.may_concern(usage_metadata, model, provider):
-                    facts = CallFacts(usage_metadata, model, provider, self._environ)
-                    now = self._wall_clock()
-                    verdict = ruleset.judge(facts, now)
+                screened = ruleset.screen(usage_metadata, model, provider)
+                if screened is not PASSES:
+                    now: Optional[float] = None  # read for a judge only (or for listeners)
+                    if screened is JUDGE:
+                        now = self._wall_clock()
+                        facts = CallFacts(usage_metadata, model, provider, self._environ)
+                        verdict = ruleset.judge(facts, now)
+                    else:
+                        verdict = screened
                     if verdict is not None:
                         error = verdict.error
                         report = self._reporter.report
@@ -207,10 +212,21 @@ class Engine:
         and otherwise returns the :class:`Spend` to settle once the call is
         done, or ``None`` when there is nothing to hold (local accrual off, no
         rule covers the call). ``estimate`` is called only when a hold is made.
+
+        A call no rule can accrue (:meth:`RuleSet.may_accrue`, from the model,
+        the provider and the raw metadata) is answered before any
+        :class:`CallFacts` is built for the hold.
         """
         self.check(usage_metadata, model=model, provider=provider)
         spend, ruleset = self._spend, self._ruleset
-        if spend is None or ruleset is None or self._off():
+        if spend is None or ruleset is None:
+            return None
+        try:
+            accrues = ruleset.may_accrue(usage_metadata, model, provider)
+        except Exception:
+            logger.debug("The accrual gate failed; asking the rules in full", exc_info=True)
+            accrues = True
+        if not accrues or self._off():  # the gate first: it never builds the index
             return None
         facts = CallFacts(usage_metadata, model, provider, self._environ)
         now = self._wall_clock()
@@ -242,12 +258,14 @@ class Engine:
         current = self._ruleset
         candidate = RuleSet(payload, self._generation + 1)
         if current is not None and current.payload == candidate.payload:
+            self._refresher.retire(candidate)
             return current
         self._generation += 1
         self._ruleset = candidate
         self._source = source
         self._installed_at = self._wall_clock()
         self._reporter.forget_warnings(candidate)
+        self._refresher.retire(current)  # freed in slices, never by a check dropping it
         return candidate
 
     def _freshen(self, until: float) -> None:

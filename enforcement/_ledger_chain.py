@@ -61,8 +61,9 @@ class LedgerChain:
         self, buckets: list[Bucket], amounts: list[float], now: float
     ) -> Optional[tuple[Ledger, Union[Hold, Bucket]]]:
         """The first usable ledger's answer, and that ledger (commits go back to it)."""
+        skip_until = self._skip_until
         for index, ledger in enumerate(self.ledgers):
-            if not self._usable(index, now):
+            if now < skip_until[index] or not getattr(ledger, "healthy", True):  # _usable()
                 continue
             try:
                 result = ledger.reserve(buckets, amounts, now)
@@ -73,7 +74,8 @@ class LedgerChain:
                 logger.debug("Spend ledger %s failed", ledger.scope, exc_info=True)
                 self._failed(index, f"{type(problem).__name__}: {problem}")
                 continue
-            self._errors[index] = None
+            if self._errors[index] is not None:
+                self._errors[index] = None
             return ledger, result
         return None
 

@@ -14,6 +14,9 @@ reaches down into the feed, and nothing here judges a call.
   mirrors what it got;
 - with ``REVENIUM_CB_RULES_FILE`` the rules come from that file instead, and
   are re-read when it changes;
+- a rule set the engine replaced is retired here (:mod:`._retire`): freed
+  in slices by the installing thread or the poller, never in one decref
+  cascade on whichever thread dropped it last;
 - every outcome is recorded (last attempt, success, error, consecutive
   failures) for :meth:`Engine.status`; *when* the next refresh runs is the
   :class:`~._schedule.RetryPolicy`'s answer, never a constant here.
@@ -34,6 +37,8 @@ from ._feed import Feed, FeedResult
 from ._host_share import CACHE_TTL, SELF_FETCH_EVERY, HostShare
 from ._mirror import Mirror
 from ._poller import Poller
+from ._retire import Retirer
+from ._rule import keep_out_of_collections
 from ._rules_file import RulesFile
 from ._ruleset import RuleSet
 from ._schedule import RetryPolicy
@@ -92,6 +97,7 @@ class Refresher:
         self._feed: Optional[Feed] = None
         self._feed_lock = threading.Lock()
         self.poller = Poller(self.refresh, name=f"enforcement-poller-{settings.team_id}")
+        self._retirer = Retirer()
         self.cooldown_until = _NEVER
         self._failures = 0
         self._last_attempt_at: Optional[float] = None
@@ -274,6 +280,7 @@ class Refresher:
             return self._record_unexpected(problem, interval)
         finally:
             self._prepare_current()
+            self._retirer.collect()  # what the install could not take apart yet
 
     def _prepare_current(self) -> None:
         """Build what local spend needs of the rules held, here rather than on a caller's thread."""
@@ -283,6 +290,20 @@ class Refresher:
                 self._prepare(ruleset)
             except Exception:
                 logger.debug("Preparing the rules for local spend failed", exc_info=True)
+
+    def retire(self, replaced: Optional[RuleSet]) -> None:
+        """A rule set was replaced (or not taken): free it in slices, not in one cascade.
+
+        Called by the engine's install, on the installing thread (the poller,
+        or whoever loads rules by hand), never by a check. What the installer
+        still holds is taken apart by the poller's next refresh, or the next
+        install. With ``REVENIUM_CB_GC_FREEZE`` the rules now held are moved
+        out of the collector's reach.
+        """
+        self._retirer.retire(replaced)
+        self._retirer.collect()
+        if self.settings.gc_freeze:
+            keep_out_of_collections()
 
     def refresh_now(self) -> bool:
         """Fetch now on this thread (for tools and tests); True when rules were loaded."""
@@ -297,6 +318,7 @@ class Refresher:
                 self._fetch_and_install(interval)
         except Exception as problem:
             self._record_unexpected(problem, interval)
+        self._retirer.collect()
         return self._last_error is None
 
     def _read_rules_file(self) -> None:
@@ -451,6 +473,7 @@ class Refresher:
         """Stop for good: the poller is not restarted and the HTTP client is released."""
         self.closed = True
         self.poller.stop()
+        self._retirer.clear()
         with self._feed_lock:
             if self._feed is not None:
                 self._feed.close()
@@ -462,5 +485,6 @@ class Refresher:
         self._feed_lock = threading.Lock()
         self._feed = None  # the parent's connection pool: neither ours to use nor to close
         self.poller.after_fork_in_child()
+        self._retirer.after_fork_in_child()
         if self._host is not None:
             self._host.after_fork_in_child()

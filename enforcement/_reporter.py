@@ -50,8 +50,9 @@ _NEVER = float("-inf")
 class Reporter:
     """One engine's warnings, counters and listeners."""
 
-    def __init__(self, team_id: str) -> None:
+    def __init__(self, team_id: str, wall_clock: Callable[[], float] = time.time) -> None:
         self.team_id = team_id
+        self._wall_clock = wall_clock
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.dispatcher = Dispatcher()
         # Listeners that also want a block on the caller's own thread (an
@@ -62,7 +63,9 @@ class Reporter:
         self._lock = threading.Lock()
         self._warned: set[str] = set()
         self._warned_rules: dict[str, Any] = {}
-        self._warned_callers: dict[tuple[int, str, Any], None] = {}
+        # Keyed by the notice itself: its rule is this generation's compiled rule,
+        # so a new rule set's notices never equal an old one's.
+        self._warned_callers: dict[Notice, None] = {}
 
     def after_fork_in_child(self) -> None:
         """A child forked while another thread held the lock would wait for ever: a new one."""
@@ -153,45 +156,51 @@ class Reporter:
         metadata: Optional[Mapping[str, Any]],
         model: Any,
         provider: Any,
-        now: float,
+        now: Optional[float] = None,
     ) -> None:
         """Log, count and tell the listeners what one verdict noticed and refused.
 
-        The caller's keys are digested once per verdict, and only when someone listens.
+        The caller's keys are digested once per verdict, and (like the time of
+        the decision, when ``now`` is not given) only when someone listens.
         """
-        callers = self._callers(metadata) if self.listeners else ()
-        if verdict.notices:
-            self._hear(ruleset, verdict.notices, callers, model, provider, now)
-        if verdict.error is not None:
-            self._blocked(verdict.error, callers, model, provider, now)
-
-    def _hear(
-        self,
-        ruleset: RuleSet,
-        notices: tuple[Notice, ...],
-        callers: tuple[tuple[str, str], ...],
-        model: Any,
-        provider: Any,
-        now: float,
-    ) -> None:
-        """Log, count and report each notice of one verdict."""
-        for notice in notices:
-            kind, rule = notice.kind, notice.rule
+        listening = bool(self.dispatcher.listeners)
+        callers: tuple[tuple[str, str], ...] = ()
+        if listening:
+            callers = self._callers(metadata)
+            if now is None:
+                now = self._wall_clock()
+        for notice in verdict.notices:
+            kind = notice.kind
             if kind == "warn_tier":
-                self._warn_tier(ruleset, notice)
-            elif kind == "warn_only" and rule is not None:
-                self._warn_only(rule)
-            elif kind == "department_not_blocking" and rule is not None:
-                logger.warning(
-                    "Department budget threshold crossed for rule %s (action=%s); not blocking",
-                    rule.identifier,
-                    rule.action,
-                )
+                # Inline: a caller in a warn tier reaches here on every call.
+                self.counters["warn_tier"] += 1
+                if notice not in self._warned_callers:
+                    self._first_warn_tier(notice)
+            elif not self._hear(kind, notice):
                 continue
-            elif kind == "shadow":
-                self.counters["shadow"] += 1
-            if self.listeners:
-                self._emit(self._decision(kind, notice, callers, model, provider, now))
+            if listening:
+                self._emit(self._decision(kind, notice, callers, model, provider, now or 0.0))
+        error = verdict.error
+        if error is not None:
+            self._blocked(
+                error, callers, model, provider, self._wall_clock() if now is None else now
+            )
+
+    def _hear(self, kind: str, notice: Notice) -> bool:
+        """Log and count one notice (a warn tier's aside); False when it is no decision."""
+        rule = notice.rule
+        if kind == "warn_only" and rule is not None:
+            self._warn_only(rule)
+        elif kind == "department_not_blocking" and rule is not None:
+            logger.warning(
+                "Department budget threshold crossed for rule %s (action=%s); not blocking",
+                rule.identifier,
+                rule.action,
+            )
+            return False
+        elif kind == "shadow":
+            self.counters["shadow"] += 1
+        return True
 
     def _blocked(
         self,
@@ -248,17 +257,14 @@ class Reporter:
                 rule.action,
             )
 
-    def _warn_tier(self, ruleset: RuleSet, notice: Notice) -> None:
-        self.counters["warn_tier"] += 1
-        key = (ruleset.generation, notice.email or "", notice.rule_id)
-        if key in self._warned_callers:
-            return  # the usual case, read without the lock: warned already
+    def _first_warn_tier(self, notice: Notice) -> None:
+        warned = self._warned_callers
         with self._lock:
-            first = key not in self._warned_callers
+            first = notice not in warned
             if first:
-                if len(self._warned_callers) >= _MAX_WARNED_CALLERS:
-                    self._warned_callers.pop(next(iter(self._warned_callers)))
-                self._warned_callers[key] = None
+                if len(warned) >= _MAX_WARNED_CALLERS:
+                    warned.pop(next(iter(warned)))
+                warned[notice] = None
         if first:
             rule = notice.rule
             name = (rule.raw.get("name") if rule else None) or str(notice.rule_id)

@@ -254,8 +254,8 @@ def keep_out_of_collections() -> None:
     tens of milliseconds. Frozen objects are still freed by reference
     counting when the next rule set replaces them (a rule set holds no
     cycles); what is never collected is cyclic garbage that was alive at the
-    moment of freezing. It is process-wide, so the engine calls it after an
-    install only where the application accepts that.
+    moment of freezing. It is process-wide, so the refresher calls it after
+    an install only where the application asks (``REVENIUM_CB_GC_FREEZE``).
     """
     gc.freeze()
 

@@ -23,24 +23,26 @@ lives in :mod:`._accounts`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any, Optional
+import enum
+from collections.abc import Iterator
+from typing import Any, Final, Optional, Union
 
 from ._accounts import Account, Accruals, cacheable_route, rule_id_value
 from ._callfacts import (
     PLAIN_DIMENSION_KEYS,
     CallFacts,
     as_metadata,
-    caller_email,
     holds_any_key,
+    raw_caller_email,
+    stored_email,
 )
 from ._errors import BudgetExceededError
 from ._filters import (
     CANDIDATE_DECIDED,
     CANDIDATE_DECIDED_WITH_CREDENTIAL,
     FiledValues,
-    names_a_filed_value,
 )
+from ._pace import pace
 from ._rule import (
     BLOCK_PREFIX,
     ROUTE_CACHE_SIZE,
@@ -65,6 +67,21 @@ __all__ = [
 ]
 
 DEPARTMENT_FALLBACK_NAME = "Department budget"
+# Department answers remembered per rule set, by the address as sent: bounded,
+# so a flood of distinct addresses costs a normalization each, never memory.
+_REMEMBERED_CALLERS = 4096
+
+
+class Screen(enum.Enum):
+    """:meth:`RuleSet.screen`'s answers besides a remembered :class:`Verdict`."""
+
+    PASSES = "passes"  # nothing can concern the caller
+    JUDGE = "judge"  # build the call's facts and judge it
+
+
+PASSES: Final = Screen.PASSES
+JUDGE: Final = Screen.JUDGE
+Screened = Union[Screen, Verdict]
 
 
 class RuleSet:
@@ -79,6 +96,7 @@ class RuleSet:
         "_accruals",
         "_breached_emails",
         "_breached_keys",
+        "_by_email",
         "_by_id",
         "_compiled",
         "_fingerprint",
@@ -108,11 +126,14 @@ class RuleSet:
         self._routes: dict[tuple[Any, Any], Route] = {}
         self._accruals: Optional[Accruals] = None
         self._by_id: Optional[dict[str, int]] = None
+        self._by_email: dict[str, Screened] = {}
         tripped: list[CompiledRule] = []
         count = 0
         for position, raw in enumerate(payload.rules):
             if type(raw) is dict or isinstance(raw, dict):
                 count += 1
+                if not count & 1023:
+                    pace()  # a 10,000-rule compile gives a waiting caller the GIL
                 # can_trip's own answer, asked only of the few that may be: one look each.
                 if (
                     raw.get("breached")
@@ -224,12 +245,67 @@ class RuleSet:
         always over), nearly every caller is answered here, from the raw
         metadata, before any :class:`CallFacts` is built.
         """
+        return self.screen(usage_metadata, model, provider) is not PASSES
+
+    def screen(self, usage_metadata: Any, model: Any, provider: Any) -> Screened:
+        """The verdict where it is known without a :class:`CallFacts`, else :data:`JUDGE`.
+
+        :data:`PASSES` for a caller nothing can concern, a remembered
+        :class:`Verdict` for a caller only a department warn tier names (it
+        never depends on the clock or the rest of the call), and :data:`JUDGE`
+        when :meth:`judge` must look. Written flat: it runs on every call
+        while anyone is over a limit.
+        """
+        metadata = usage_metadata if type(usage_metadata) is dict else as_metadata(usage_metadata)
         if self._personal_only:
-            return self._names(as_metadata(usage_metadata))
+            keys = self._breached_keys
+            if keys and holds_any_key(metadata, keys, self._breached_emails):
+                return JUDGE
+            if not self.has_departments:
+                return PASSES
+            nested = metadata.get("subscriber")
+            raw = nested.get("email") if type(nested) is dict else None
+            if type(raw) is not str or not raw:  # not the usual nested address
+                raw = raw_caller_email(metadata)
+                if raw is None:
+                    return PASSES
+            known = self._by_email.get(raw)
+            return known if known is not None else self._remember_department_answer(raw)
         gate = self._index_gate
-        if gate is not None and not names_a_filed_value(gate, as_metadata(usage_metadata)):
-            return False
-        return self.may_cover(model, provider)
+        if gate is not None:
+            for names, values in gate:  # names_a_filed_value, inline
+                for name in names:
+                    value = metadata.get(name)
+                    if value is not None:
+                        if type(value) is not str or value in values:
+                            return JUDGE if self.may_cover(model, provider) else PASSES
+                        break
+            return PASSES
+        return JUDGE if self.may_cover(model, provider) else PASSES
+
+    def _remember_department_answer(self, raw: str) -> Screened:
+        """:meth:`screen`'s answer for an address no breached key names, worked out once."""
+        answer = self._department_answer(stored_email(raw))
+        remembered = self._by_email
+        if len(remembered) >= _REMEMBERED_CALLERS:
+            remembered.clear()
+        remembered[raw] = answer
+        return answer
+
+    def _department_answer(self, email: Optional[str]) -> Screened:
+        """Only a warn tier's notice is answered in advance; a block or a candidate is judged."""
+        if email is None:
+            return PASSES
+        try:
+            if self.candidates.get(email) or rule_id_value(self.blocks.get(email)) is not None:
+                return JUDGE
+            warned_id = rule_id_value(self.warnings.get(email))
+            if warned_id is None:
+                return PASSES
+            notice = self._warn_tier(email, warned_id, self.balances.get(email))
+        except Exception:
+            return JUDGE  # judged as ever: a malformed map is no verdict there, never a crash
+        return Verdict(None, (notice,))
 
     def _route_for(self, facts: CallFacts) -> Route:
         """The tripped rules whose model and provider rows hold, cached per pair."""
@@ -254,12 +330,10 @@ class RuleSet:
         (warn-only rules, shadow would-blocks, warn tiers) comes back as
         values; the ruleset never calls out to the engine.
         """
-        if self._personal_only and not self._names(facts.metadata):
+        screened = self.screen(facts.metadata, facts.model, facts.provider)
+        if screened is PASSES:
             return None  # nearly every caller, while someone else is over
-        gate = self._index_gate
-        if gate is not None and not names_a_filed_value(gate, facts.metadata):
-            return None
-        return self.judge(facts, now)
+        return self.judge(facts, now) if screened is JUDGE else screened
 
     def judge(self, facts: CallFacts, now: float) -> Optional[Verdict]:
         """:meth:`evaluate` for a call :meth:`may_concern` let through: no gate asked twice."""
@@ -311,18 +385,6 @@ class RuleSet:
         if buckets is None or not all(name in PLAIN_DIMENSION_KEYS for name, _ in buckets):
             return None
         return tuple((PLAIN_DIMENSION_KEYS[name], values) for name, values in buckets)
-
-    def _names(self, metadata: Mapping[str, Any]) -> bool:
-        """Whether a breached entry or a department map may name the caller."""
-        keys = self._breached_keys
-        if keys and holds_any_key(metadata, keys, self._breached_emails):
-            return True
-        if not self.has_departments:
-            return False
-        email = caller_email(metadata)
-        return email is not None and (
-            email in self.blocks or email in self.warnings or email in self.candidates
-        )
 
     def _may_be_breached(self, facts: CallFacts) -> bool:
         """Whether the caller holds a key some breached entry holds: one set miss per key."""
@@ -441,6 +503,18 @@ class RuleSet:
         if accruals is None:
             accruals = self.prepare_accounts()
         return accruals.accounts(facts, now)
+
+    def may_accrue(self, usage_metadata: Any, model: Any, provider: Any) -> bool:
+        """False when no rule can accrue this call (:meth:`Accruals.may_accrue`).
+
+        Asked before any :class:`CallFacts` is built: a call no rule covers,
+        the usual one, then costs local spend a dict lookup and a key or two.
+        True until the index is built (by the refresher after an install, else
+        by the first :meth:`accounts`), so asking never builds it: a switched
+        off engine never pays for it.
+        """
+        accruals = self._accruals
+        return True if accruals is None else accruals.may_accrue(usage_metadata, model, provider)
 
     # -- explanation (not the hot path) ------------------------------------
 

@@ -46,6 +46,7 @@ class ENV:
     LEDGER_URL = "REVENIUM_CB_LEDGER_URL"
     DECISION_LOG = "REVENIUM_CB_DECISION_LOG"
     PRICES_FILE = "REVENIUM_CB_PRICES_FILE"
+    GC_FREEZE = "REVENIUM_CB_GC_FREEZE"
 
 
 DEFAULT_METERING_BASE_URL = "https://api.revenium.ai/meter/"
@@ -198,6 +199,8 @@ class Settings(BaseModel):
     ledger_url: Optional[str] = None
     decision_log: Optional[str] = None
     prices_file: Optional[str] = None
+    # gc.freeze() after each install: process-wide, so only when the application asks.
+    gc_freeze: bool = False
 
     @classmethod
     def from_env(
@@ -217,6 +220,7 @@ class Settings(BaseModel):
             ledger_url=(env.get(ENV.LEDGER_URL) or "").strip() or None,
             decision_log=env.get(ENV.DECISION_LOG) or None,
             prices_file=env.get(ENV.PRICES_FILE) or None,
+            gc_freeze=parse_flag(ENV.GC_FREEZE, env.get(ENV.GC_FREEZE), warn),
         )
 
 

@@ -32,12 +32,11 @@ import hashlib
 import logging
 import math
 import threading
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 from ._accounts import Account
 from ._amounts import held_amount, local_refusal, used_amount
 from ._callfacts import CallFacts
-from ._errors import BudgetExceededError
 from ._ledger import Bucket, Hold, Ledger, fits
 from ._ledger_chain import LedgerChain
 from ._mirror import snapshot_scope
@@ -55,6 +54,25 @@ _OPEN_WINDOW = 86_400.0  # a rule with no window end: its buckets are kept a day
 _UNLIMITED = math.inf
 _RECENT_BUCKETS = 256
 _BUCKET_CACHE_SIZE = 4096
+_NOTHING: tuple[None, None] = (None, None)  # hold()'s answer when nothing is held or said
+
+
+class _Slot:
+    """A pooled rule's account with its bucket and the bucket its holds are admitted on.
+
+    Worked out once per account object and payload, so that a call holds on
+    a pooled rule with one dict lookup. ``seen`` is the status view's epoch
+    (:meth:`LocalSpend._remember`) at which the bucket was last known to be
+    in it: while the view has not changed since, a hold does not write it.
+    """
+
+    __slots__ = ("account", "admits", "bucket", "seen")
+
+    def __init__(self, account: Account, bucket: Bucket, admits: Bucket) -> None:
+        self.account = account
+        self.bucket = bucket
+        self.admits = admits
+        self.seen = -1
 
 
 def _digest(entry: str) -> str:
@@ -128,6 +146,10 @@ class LocalSpend:
         self._payload: Optional[Payload] = None
         # The buckets calls were held on lately, for status(): bounded, oldest forgotten.
         self._recent: dict[str, tuple[Account, Bucket]] = {}
+        # Counts the changes to _recent: a slot whose ``seen`` is current needs no write.
+        self._epoch = 0
+        # Slots by id(account) (the slot keeps the account alive): emptied with the buckets.
+        self._slots: dict[int, _Slot] = {}
         self.holds = 0
         self.open_holds = 0
         self.settled = 0
@@ -165,6 +187,7 @@ class LocalSpend:
         if payload is not self._payload:  # new rules or a later cut-off: new buckets
             self._payload = payload
             self._bucket_cache = {}
+            self._slots = {}
 
     def prepare(self, ruleset: RuleSet) -> None:
         """On the poller thread: index the rules for accrual and import the price table."""
@@ -204,15 +227,11 @@ class LocalSpend:
         no room for it, what non-blocking and shadow rules would say. Never
         raises: a failure here lets the call through unheld.
         """
-        notices: list[Notice] = []
         try:
-            held = self._hold(ruleset, facts, estimate, now, notices)
+            return self._hold(ruleset, facts, estimate, now)
         except Exception:
             logger.debug("Holding a call's spend failed; letting it through", exc_info=True)
-            return None, None
-        error = held if isinstance(held, BudgetExceededError) else None
-        verdict = Verdict(error, tuple(notices)) if error is not None or notices else None
-        return (held if isinstance(held, Held) else None), verdict
+            return _NOTHING
 
     def _hold(
         self,
@@ -220,44 +239,87 @@ class LocalSpend:
         facts: CallFacts,
         estimate: Optional[Callable[[], Estimate]],
         now: float,
-        notices: list[Notice],
-    ) -> Union[Held, BudgetExceededError, None]:
+    ) -> tuple[Optional[Held], Optional[Verdict]]:
+        """:meth:`hold`, written for the call that one or two pooled rules cover."""
         accounts = ruleset.accounts(facts, now)
         if not accounts:
-            return None
+            return _NOTHING
         model = facts.model if isinstance(facts.model, str) else None
         provider = facts.provider if isinstance(facts.provider, str) else None
         worst = self._estimate(estimate)
-        prices = self.prices
-        amounts: list[float] = []
-        buckets: list[Bucket] = []
-        admitting: list[Bucket] = []
-        reports = False  # a shadow or warn-only rule among them, told apart after the hold
-        for account in accounts:
-            amounts.append(held_amount(account.metric, worst, prices, model, provider))
-            bucket = self._bucket(account, now)
-            buckets.append(bucket)
-            if account.blocks and not account.shadow:
-                admitting.append(bucket)
-            else:
-                reports = True
-                admitting.append(self._bucket(account, now, True))
+        amounts, buckets, admitting, stale = self._plan(accounts, worst, model, provider, now)
         reserved = self._ledgers.reserve(admitting, amounts, now)
         if reserved is None:
-            return None
+            return _NOTHING
         ledger, result = reserved
         if isinstance(result, Bucket):
-            index = admitting.index(result)
-            local = self._ledgers.spent(result, now) or 0.0
-            self.refused += 1
-            return local_refusal(accounts[index], local + amounts[index])
-        if reports:
-            self._notice_non_blocking(accounts, buckets, ledger, now, notices)
+            return None, self._refusal(accounts, admitting, amounts, result, now)
+        verdict = None
+        if admitting is not buckets:  # a shadow or warn-only rule among them
+            notices = self._notice_non_blocking(accounts, buckets, ledger, now)
+            verdict = Verdict(None, tuple(notices)) if notices else None
         with self._lock:
             self.holds += 1
             self.open_holds += 1
-        self._remember(accounts, buckets)
-        return Held(self, ledger, result, accounts, buckets, amounts, model, provider)
+            if stale is not None:
+                self._remember(stale)
+        return Held(self, ledger, result, accounts, buckets, amounts, model, provider), verdict
+
+    def _plan(
+        self,
+        accounts: tuple[Account, ...],
+        worst: Estimate,
+        model: Optional[str],
+        provider: Optional[str],
+        now: float,
+    ) -> tuple[list[float], list[Bucket], list[Bucket], Optional[list[_Slot]]]:
+        """What to hold on which bucket, the buckets to admit it on, the slots to remember.
+
+        A pooled rule's buckets come from its cached slot (:meth:`_slot`); the
+        buckets admitted on are the held ones themselves, the same list, unless
+        a rule only reports; a cost is priced once however many rules add it
+        up; a slot is remembered for status only when the view changed since.
+        """
+        prices = self.prices
+        amounts: list[float] = []
+        buckets: list[Bucket] = []
+        admitting = buckets
+        stale: Optional[list[_Slot]] = None
+        cost: Optional[float] = None
+        slots, epoch = self._slots, self._epoch
+        for account in accounts:
+            slot = slots.get(id(account))
+            if slot is None or slot.account is not account:
+                slot = self._slot(account, now)
+            if slot.seen != epoch:
+                stale = [slot] if stale is None else [*stale, slot]
+            metric = account.metric
+            if metric != "cost":
+                amounts.append(held_amount(metric, worst, prices, model, provider))
+            else:
+                if cost is None:
+                    cost = held_amount(metric, worst, prices, model, provider)
+                amounts.append(cost)
+            bucket, admits = slot.bucket, slot.admits
+            buckets.append(bucket)
+            if admits is not bucket and admitting is buckets:
+                admitting = buckets[:-1]  # from here on, a list of its own
+            if admitting is not buckets:
+                admitting.append(admits)
+        return amounts, buckets, admitting, stale
+
+    def _refusal(
+        self,
+        accounts: tuple[Account, ...],
+        admitting: list[Bucket],
+        amounts: list[float],
+        refused: Bucket,
+        now: float,
+    ) -> Verdict:
+        index = admitting.index(refused)
+        local = self._ledgers.spent(refused, now) or 0.0
+        self.refused += 1
+        return Verdict(local_refusal(accounts[index], local + amounts[index]), ())
 
     def _notice_non_blocking(
         self,
@@ -265,9 +327,9 @@ class LocalSpend:
         buckets: list[Bucket],
         ledger: Ledger,
         now: float,
-        notices: list[Notice],
-    ) -> None:
+    ) -> list[Notice]:
         """Shadow rules that would refuse and warn-only rules over, counting local spend."""
+        notices: list[Notice] = []
         for account, bucket in zip(accounts, buckets):
             if account.blocks != account.shadow:
                 continue  # blocking: judged by the hold; a non-blocking shadow: says nothing
@@ -279,33 +341,49 @@ class LocalSpend:
                 value = account.base + used + held
                 rule = account.rule
                 notices.append(Notice(kind, rule, rule.identifier, value, source="local"))
+        return notices
 
     # -- after the call ----------------------------------------------------------------
 
     def settle(self, held: Held, usage: Optional[Usage]) -> None:
         """Commit ``usage``'s cost in place of the hold, or release it. Never raises."""
-        with self._lock:
-            self.open_holds -= 1
+        committed = False
         try:
             if usage is None:
                 held._ledger.release(held._hold)
-                return
-            actual = [self._used(account, usage, held) for account in held._accounts]
-            now = self._wall_clock()
-            held._ledger.commit(held._hold, actual, now)
-            with self._lock:
-                self.settled += 1
-            if not self.active:
-                self._note_overrun(held, actual, now)
+            else:
+                actual = self._actual(held, usage)
+                now = self._wall_clock()
+                held._ledger.commit(held._hold, actual, now)
+                committed = True
+                if not self.active:
+                    self._note_overrun(held, actual, now)
         except Exception:
             logger.debug("Could not settle a call's spend", exc_info=True)
+        with self._lock:
+            self.open_holds -= 1
+            if committed:
+                self.settled += 1
 
-    def _used(self, account: Account, usage: Usage, held: Held) -> float:
-        used = used_amount(account.metric, usage, self.prices, held._model, held._provider)
-        if used is None:
-            self.unpriced += 1
-            return 0.0
-        return used
+    def _actual(self, held: Held, usage: Usage) -> list[float]:
+        """What the call used under each account's metric; a cost is priced once."""
+        prices, model, provider = self.prices, held._model, held._provider
+        actual: list[float] = []
+        cost: Optional[float] = None
+        priced = False
+        for account in held._accounts:
+            metric = account.metric
+            if metric != "cost":
+                used = used_amount(metric, usage, prices, model, provider)
+            else:
+                if not priced:
+                    cost, priced = used_amount(metric, usage, prices, model, provider), True
+                used = cost
+            if used is None:
+                self.unpriced += 1
+                used = 0.0
+            actual.append(used)
+        return actual
 
     def _note_overrun(self, held: Held, actual: list[float], now: float) -> None:
         """A call that cost more than its hold may have breached a rule: plain checks look again.
@@ -333,6 +411,17 @@ class LocalSpend:
             return Estimate(0, None)
 
     # -- buckets -----------------------------------------------------------------------
+
+    def _slot(self, account: Account, now: float) -> _Slot:
+        """``account``'s buckets; kept for a pooled rule, whose account is one object."""
+        bucket = self._bucket(account, now)
+        blocks = account.blocks and not account.shadow
+        slot = _Slot(account, bucket, bucket if blocks else self._bucket(account, now, True))
+        if account.entry == "":  # grouped and department accounts are built per call
+            if len(self._slots) >= _BUCKET_CACHE_SIZE:
+                self._slots.clear()
+            self._slots[id(account)] = slot
+        return slot
 
     def _bucket(self, account: Account, now: float, unlimited: bool = False) -> Bucket:
         """The ledger's account for ``account``, built once per rule, entry and server figure.
@@ -388,15 +477,24 @@ class LocalSpend:
             "prices": self.prices.describe(),
         }
 
-    def _remember(self, accounts: tuple[Account, ...], buckets: list[Bucket]) -> None:
-        """Keep the buckets held on lately for :meth:`by_rule`; a known one costs a lookup."""
+    def _remember(self, slots: list[_Slot]) -> None:
+        """Keep the buckets held on lately for :meth:`by_rule` (under the lock).
+
+        Every change bumps the epoch, and a slot is marked seen only while its
+        bucket is there, so a slot marked current is in the view.
+        """
         recent = self._recent
-        for index, bucket in enumerate(buckets):
+        for slot in slots:
+            bucket = slot.bucket
             known = recent.get(bucket.key)
             if known is None or known[1] is not bucket:  # new, or a new figure for it
-                recent[bucket.key] = (accounts[index], bucket)
+                recent[bucket.key] = (slot.account, bucket)
+                self._epoch += 1
                 if len(recent) > _RECENT_BUCKETS:
                     recent.pop(next(iter(recent)), None)
+        for slot in slots:
+            known = recent.get(slot.bucket.key)
+            slot.seen = self._epoch if known is not None and known[1] is slot.bucket else -1
 
     def by_rule(self) -> list[dict[str, Any]]:
         """Local spend on the buckets held on lately: rule, entry, server figure, local, limit."""

@@ -373,3 +373,10 @@ def test_each_odd_value_is_warned_once_per_engine(
         lines = odd_value_lines(caplog)
         for needle in (ENV.POLL_INTERVAL, ENV.METERING_BASE_URL, ENV.FAIL_MODE):
             assert sum(needle in line for line in lines) == engines, (needle, lines)
+
+
+def test_gc_freeze_is_off_unless_asked(warnings: Warnings) -> None:
+    assert Settings.from_env({}).gc_freeze is False
+    assert Settings.from_env({ENV.GC_FREEZE: "on"}).gc_freeze is True
+    assert Settings.from_env({ENV.GC_FREEZE: "sometimes"}, warn=warnings).gc_freeze is False
+    assert warnings.keys == [f"flag:{ENV.GC_FREEZE}"]

@@ -1,0 +1,105 @@
+"""The rule set's screen never changes a verdict: it only answers sooner.
+
+:meth:`RuleSet.screen` answers most callers from the raw metadata (and
+remembers a warn tier's notice per address); :meth:`RuleSet.judge` walks
+everything. For every payload and call the differential generator makes,
+both must give the same error and the same notices, the first time a caller
+is seen and every time after.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import pytest
+from compat.generate import generate_calls, generate_payload
+
+from enforcement._callfacts import CallFacts
+from enforcement._ruleset import JUDGE, PASSES, RuleSet, Verdict
+from enforcement._wire import parse_payload
+
+PAYLOADS = 1500
+NOW = 1_900_000_000.0
+
+
+def _wire(rules: list[Any], maps: Optional[dict[str, Any]]) -> dict[str, Any]:
+    body: dict[str, Any] = {"rules": rules}
+    if maps is not None:
+        for name, key in (
+            ("blocks", "departmentBudgetBlocks"),
+            ("balances", "departmentBudgetBlockBalances"),
+            ("warnings", "departmentBudgetWarnings"),
+            ("candidates", "departmentBudgetCandidates"),
+        ):
+            if name in maps:
+                body[key] = maps[name]
+    return body
+
+
+def _shape(verdict: Optional[Verdict]) -> Any:
+    if verdict is None:
+        return None
+    error = verdict.error
+    fields = None if error is None else (error.message, error.rule_id, error.current_value)
+    return fields, verdict.notices
+
+
+def _screened(ruleset: RuleSet, facts: CallFacts) -> Optional[Verdict]:
+    screened = ruleset.screen(facts.metadata, facts.model, facts.provider)
+    if screened is PASSES:
+        return None
+    return ruleset.judge(facts, NOW) if screened is JUDGE else screened
+
+
+@pytest.mark.parametrize("chunk", range(5))
+def test_the_screen_gives_the_verdict_judging_everything_gives(chunk: int) -> None:
+    checked = 0
+    for seed in range(chunk, PAYLOADS, 5):
+        generated = generate_payload(seed)
+        try:
+            payload = parse_payload(_wire(generated.rules, generated.maps))
+        except ValueError:
+            continue
+        ruleset = RuleSet(payload, 1)
+        for call in generate_calls(seed, generated, 15):
+            facts = CallFacts(call.metadata, call.model, call.provider)
+            expected = _shape(ruleset.judge(facts, NOW))
+            for _ in range(2):  # the second time from what the screen remembered
+                fresh = CallFacts(call.metadata, call.model, call.provider)
+                assert _shape(_screened(ruleset, fresh)) == expected, (seed, call.summary())
+            checked += 1
+    assert checked > 1000
+
+
+def test_a_warn_tier_caller_is_remembered_by_the_address_as_sent() -> None:
+    ruleset = RuleSet(
+        parse_payload(
+            {
+                "rules": [{"ruleId": 2, "name": "dept", "departmentId": 4, "threshold": 500}],
+                "departmentBudgetWarnings": {"dev@example.com": 2},
+                "departmentBudgetBlockBalances": {"dev@example.com": 450.0},
+            }
+        ),
+        1,
+    )
+    caller = {"subscriber": {"email": " Dev@Example.com"}}
+    first = ruleset.screen(caller, "gpt-4o", "openai")
+    assert isinstance(first, Verdict) and first.error is None
+    (notice,) = first.notices
+    assert (notice.kind, notice.rule_id, notice.value, notice.email) == (
+        "warn_tier",
+        2,
+        450.0,
+        "dev@example.com",
+    )
+    assert ruleset.screen(caller, "gpt-4o", "openai") is first
+    assert ruleset.screen({"subscriber": {"email": "other@example.com"}}, None, None) is PASSES
+    assert ruleset.screen({"subscriber_email": "dev@example.com"}, None, None) == first
+
+
+def test_remembered_callers_are_bounded() -> None:
+    ruleset = RuleSet(parse_payload({"rules": [], "departmentBudgetBlocks": {"x@y.z": 1}}), 1)
+    for i in range(10_000):
+        assert ruleset.screen({"subscriber": {"email": f"u{i}@example.com"}}, None, None) is PASSES
+    assert len(ruleset._by_email) <= 4096
+    assert ruleset.screen({"subscriber": {"email": "X@y.z"}}, None, None) is JUDGE
