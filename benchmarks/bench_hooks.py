@@ -7,8 +7,10 @@ provider server, with our hooks on (a rule set loaded, no rule covering the
 call) and off, interleaved in alternating order. The fake server runs in its
 own process, as a real provider would, so it does not compete with the
 client for the GIL. Prints both medians and their ratio; the target is within
-1%. On a noisy machine the difference of medians is mostly noise; the last
-line isolates what the hook itself costs per call.
+1%. On a noisy machine the difference of medians is mostly noise, so the last
+block isolates what the hooks add to an openai call: the real SDK with its
+funnel's original stubbed, the layers timed as installed (see :func:`isolated`);
+the target is 2 us.
 """
 
 from __future__ import annotations
@@ -21,11 +23,9 @@ import random
 import statistics
 import subprocess
 import sys
-import timeit
+import time
 from collections.abc import Iterator
 from typing import Any, Callable
-
-import wrapt
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import calibrate, fmt_ns, per_call_ns
@@ -33,8 +33,9 @@ from _harness import calibrate, fmt_ns, per_call_ns
 import enforcement
 from enforcement import Engine
 
+TARGET_NS = 2000.0  # issue 13: a hooked openai call adds at most 2 us
 TESTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests")
-MESSAGES = [{"role": "user", "content": "hello"}]
+MESSAGES: Any = [{"role": "user", "content": "hello"}]
 
 
 def rules() -> list[dict[str, object]]:
@@ -159,39 +160,126 @@ def _on_off_anthropic(engine: Engine, rounds: int) -> OnOff:
         return _on_off("anthropic messages.create", engine, call, rounds)
 
 
-def hook_cost(engine: Engine) -> float:
-    """Nanoseconds the hook's own work adds to an openai call, with no rule covering it.
+@dataclasses.dataclass
+class Isolated:
+    """What the hooks add to one openai ``chat.completions.create``, in nanoseconds (medians)."""
 
-    The guarded check, plus the two wrapt layers an openai call passes (the
-    public method that accepts ``usage_metadata=``, and the request funnel),
-    each measured as a wrapped method against the same method unwrapped.
+    funnel_ns: float  # the funnel's hook and the check, as installed
+    engine_ns: float  # of which ``Engine.begin`` itself
+    public_ns: float  # the public method's layer, which accepts ``usage_metadata=``
+    end_to_end_ns: float  # the whole call, hooks on minus off
+    noise_ns: float  # the whole call, off minus off again
+
+    @property
+    def total_ns(self) -> float:
+        return self.funnel_ns + self.public_ns
+
+
+def isolated(engine: Engine, rounds: int) -> Isolated:
+    """The hooks' layers on the real openai SDK, with the funnel's original stubbed.
+
+    ``SyncAPIClient.request`` is replaced (before ``instrument``, so the hook
+    wraps the stub exactly as it wraps the real funnel) by a function that
+    returns a ready ``ChatCompletion``: everything above the funnel is the
+    SDK's own code, nothing below it runs, so hooks on minus off is the
+    hooks' work alone. The funnel is timed with the options the public
+    method built; the public layer as :meth:`Instrumentor.relay` makes it,
+    around a method that does nothing. Arms interleave in a shuffled order;
+    times are the benchmark thread's CPU time, so a neighbour's load is not ours.
     """
-    from enforcement.hooks._base import checked
+    import openai
+    from openai._base_client import SyncAPIClient
+    from openai.types.chat import ChatCompletion
 
-    def guarded() -> None:
-        checked("openai", "gpt-4o", None, _noop)
+    canned = ChatCompletion.model_construct(
+        id="c", object="chat.completion", created=0, model="gpt-4o", choices=[]
+    )
+    sent: list[Any] = []
 
-    class Resource:
-        def method(self, value: int = 0) -> int:
-            return value
+    def request(self: Any, cast_to: Any, options: Any, **kwargs: Any) -> Any:
+        sent[:] = [options]
+        return canned
 
-    def passing(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        return wrapped(*args, **kwargs)
-
-    plain = Resource()
-    plain_call = _timed_ns(lambda: plain.method(value=1))
-    Resource.method = wrapt.FunctionWrapper(Resource.__dict__["method"], passing)  # type: ignore[method-assign]
-    layer = _timed_ns(lambda: plain.method(value=1)) - plain_call
-    return _timed_ns(guarded) + 2 * layer
-
-
-def _timed_ns(function: Callable[[], object]) -> float:
-    number = 200_000
-    return min(timeit.repeat(function, number=number, repeat=5)) / number * 1e9
+    real = SyncAPIClient.__dict__["request"]
+    SyncAPIClient.request = request  # type: ignore[method-assign]
+    try:
+        client = openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="sk", max_retries=0)
+        return _isolated(engine, client, ChatCompletion, sent, rounds)
+    finally:
+        SyncAPIClient.request = real  # type: ignore[method-assign]
 
 
-def _noop() -> None:
-    return None
+def _isolated(engine: Engine, client: Any, cast_to: Any, sent: list[Any], rounds: int) -> Isolated:
+    def create() -> None:
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+
+    create()
+    options = sent[0]
+
+    def funnel() -> None:
+        client.request(cast_to, options)
+
+    def begin() -> None:
+        engine.begin(None, model="gpt-4o", provider="OPENAI", estimate=None)
+
+    from enforcement.hooks._instrumentor import _relayer
+
+    public = _relayer(_Resource.__dict__["create"])
+    resource = _Resource()
+    arms: dict[str, Callable[[], object]] = {
+        "create on": create,
+        "create off": create,
+        "create off again": create,
+        "funnel on": funnel,
+        "funnel off": funnel,
+        "begin": begin,
+        "public on": lambda: public(resource, model="gpt-4o", messages=MESSAGES),
+        "public off": lambda: resource.create(model="gpt-4o", messages=MESSAGES),
+    }
+    times = _interleaved(arms, engine, rounds)
+    return Isolated(
+        funnel_ns=times["funnel on"] - times["funnel off"],
+        engine_ns=times["begin"],
+        public_ns=times["public on"] - times["public off"],
+        end_to_end_ns=times["create on"] - times["create off"],
+        noise_ns=times["create off again"] - times["create off"],
+    )
+
+
+class _Resource:
+    def create(self, *, model: str, messages: Any) -> None:
+        return None
+
+
+def _interleaved(
+    arms: dict[str, Callable[[], object]], engine: Engine, rounds: int
+) -> dict[str, float]:
+    """Median CPU nanoseconds per call of each arm; an arm named "... on" runs hooked."""
+    batches = {
+        name: max(1, calibrate(call, target_ns=20e6 if name.startswith("create") else 5e6))
+        for name, call in arms.items()
+    }
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    shuffle = random.Random(11).shuffle
+    for _ in range(rounds):
+        order = list(arms)
+        shuffle(order)
+        for name in order:
+            hooked = name.endswith(" on")
+            if hooked:
+                enforcement.instrument("openai", engine=engine)
+            arms[name]()
+            times[name].append(_cpu_ns(arms[name], batches[name]))
+            if hooked:
+                enforcement.uninstrument()
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _cpu_ns(function: Callable[[], object], batch: int) -> float:
+    start = time.thread_time_ns()
+    for _ in range(batch):
+        function()
+    return (time.thread_time_ns() - start) / batch
 
 
 def main() -> None:
@@ -212,13 +300,28 @@ def main() -> None:
         environ={"REVENIUM_CIRCUIT_BREAKER_ENABLED": "true", "REVENIUM_CACHE_DIR": "off"}
     )
     engine.load_payload(rules())
-    enforcement.instrument("openai", engine=engine)
-    own = hook_cost(engine)
-    print(f"the hook's own work per call (guard, check, two wrapt layers): {fmt_ns(own)}")
-    for r in results:
-        print(f"  that is {own / r.off_ns:.3%} of {r.name} ({fmt_ns(r.off_ns)})")
-    enforcement.uninstrument()
+    own = isolated(engine, 20 if args.quick else 100)
     engine.close()
+    _print_isolated(own, results)
+
+
+def _print_isolated(own: Isolated, results: list[OnOff]) -> None:
+    print()
+    print("what the hooks add to openai chat.completions.create, funnel stubbed (CPU time):")
+    print(f"  funnel hook and check, as installed: {fmt_ns(own.funnel_ns)}", end="")
+    print(f"  (of which Engine.begin: {fmt_ns(own.engine_ns)})")
+    print(f"  public method layer (usage_metadata= relay): {fmt_ns(own.public_ns)}")
+    met = "yes" if own.total_ns <= TARGET_NS else "no"
+    print(f"  total: {fmt_ns(own.total_ns)}   target <= {fmt_ns(TARGET_NS)}: {met}")
+    met = "yes" if own.end_to_end_ns <= TARGET_NS else "no"
+    print(
+        f"  the whole call, hooks on - off: {fmt_ns(own.end_to_end_ns)}"
+        f" (off - off again, noise: {fmt_ns(own.noise_ns)})   target: {met}"
+    )
+    print("  (the whole call pays more than the layers timed alone, most likely as the SDK's work")
+    print("   between two requests leaves the hooks' code and data out of the CPU caches)")
+    for r in results:
+        print(f"  the total is {own.total_ns / r.off_ns:.3%} of {r.name} ({fmt_ns(r.off_ns)})")
 
 
 if __name__ == "__main__":

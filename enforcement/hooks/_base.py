@@ -14,8 +14,11 @@ The walk from a hook's entry to the matcher:
     -> :func:`hooked_engine` ``.begin(metadata, model=, provider=, estimate=)``
     -> ``Engine.check`` -> ``RuleSet.evaluate``
 
-One user call is checked once, by the outermost hook; the layers below see
-the re-entrancy guard (``_reentry``) and pass straight through. The call's
+(the wrapper runs the same steps without the closures, since it runs on
+every request). One user call is checked once, by the outermost hook; the
+layers below see the re-entrancy guard (``_reentry``) and pass straight
+through. A ``leaf`` funnel, with nothing hooked below it, skips setting the
+guard for a call the engine holds nothing for. The call's
 metadata is the scope's merged with the ``usage_metadata=`` a public method
 above was given (``_relay``).
 
@@ -58,6 +61,7 @@ __all__ = [
 logger = logging.getLogger("enforcement.hooks")
 
 _T = TypeVar("_T")
+_NO_KWARGS: dict[str, Any] = {}  # a call's keywords when it has none; never written to
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 
 
@@ -102,22 +106,49 @@ def checked(
     if inside_checked.get():
         return call()
     estimate = None if meter is None else partial(meter.estimate, *request)
-    spend = hooked_engine().begin(
+    spend = _begin(provider, model, call_metadata, estimate)
+    return _run(spend, meter, estimate, call, (), _NO_KWARGS)
+
+
+def _begin(
+    provider: Optional[str],
+    model: Any,
+    call_metadata: Optional[Mapping[str, Any]],
+    estimate: Optional[Callable[[], Estimate]],
+) -> Optional[Spend]:
+    """The hooked engine's ``begin`` for a call: raises when a tripped rule covers it."""
+    return (_hooked.engine or _default.get()).begin(
         merged_metadata(call_metadata),
         model=model if type(model) is str else _model(model),
         provider=provider,
         estimate=estimate,
     )
-    if spend is None:
-        return unchecked(call)
+
+
+def _run(
+    spend: Optional[Spend],
+    meter: Optional[Meter],
+    estimate: Optional[Callable[[], Estimate]],
+    function: Callable[..., _T],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> _T:
+    """``function(*args, **kwargs)`` under the guard, and ``spend`` settled from what it returns.
+
+    Takes the call's own arguments rather than a closure: the guard's wrapper
+    runs it on every hooked request.
+    """
     token = inside_checked.set(True)
     try:
-        result = call()
+        result = function(*args, **kwargs)
     except BaseException:
-        settle(spend, None)
+        if spend is not None:
+            settle(spend, None)
         raise
     finally:
         inside_checked.reset(token)
+    if spend is None:
+        return result
     return settle_from(result, spend, meter, estimate or _no_estimate)  # type: ignore[no-any-return]
 
 
@@ -134,16 +165,29 @@ async def achecked(
         return await call()
     estimate = None if meter is None else partial(meter.estimate, *request)
     spend = await _abegin(merged_metadata(call_metadata), _model(model), provider, estimate)
-    if spend is None:
-        return await aunchecked(call)
+    return await _arun(spend, meter, estimate, call, (), _NO_KWARGS)
+
+
+async def _arun(
+    spend: Optional[Spend],
+    meter: Optional[Meter],
+    estimate: Optional[Callable[[], Estimate]],
+    function: Callable[..., Awaitable[_T]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> _T:
+    """:func:`_run` for coroutines."""
     token = inside_checked.set(True)
     try:
-        result = await call()
+        result = await function(*args, **kwargs)
     except BaseException:
-        settle(spend, None)
+        if spend is not None:
+            settle(spend, None)
         raise
     finally:
         inside_checked.reset(token)
+    if spend is None:
+        return result
     return settle_from(  # type: ignore[no-any-return]
         result, spend, meter, estimate or _no_estimate, asynchronous=True
     )
@@ -222,8 +266,13 @@ def read_call(
     try:
         return describe(instance, args, kwargs)
     except Exception:
-        logger.debug("Could not read a hooked call; checking it with no model", exc_info=True)
-        return Call(fallback_provider)
+        return _unread(fallback_provider)
+
+
+def _unread(fallback_provider: str) -> Call:
+    """What :func:`read_call` answers for a call ``describe`` raised on (in an except block)."""
+    logger.debug("Could not read a hooked call; checking it with no model", exc_info=True)
+    return Call(fallback_provider)
 
 
 def guard(
@@ -233,6 +282,7 @@ def guard(
     asynchronous: bool,
     deferred: bool = False,
     meter: Optional[Meter] = None,
+    leaf: bool = False,
 ) -> Wrapper:
     """The wrapper that checks a method's costly calls before the original runs.
 
@@ -243,34 +293,42 @@ def guard(
     are sent only when it is iterated: the call is checked when it is made,
     where the caller expects the refusal, and the stream carries the guard so
     the funnel below does not check its requests again. ``meter`` reads the
-    call's estimate and usage when the engine holds money for it.
+    call's estimate and usage when the engine holds money for it. ``leaf``
+    says no hooked method runs below this one (a Stainless SDK's funnel hands
+    the request to httpx): a call the engine holds nothing for then runs
+    without the re-entrancy guard, which nothing below would read.
     """
+    estimate_of = None if meter is None else meter.estimate
 
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        metadata = pop_usage_metadata(kwargs)
-        call = read_call(describe, fallback_provider, instance, args, kwargs)
+        metadata = pop_usage_metadata(kwargs) if "usage_metadata" in kwargs else None
+        try:
+            call = describe(instance, args, kwargs)
+        except Exception:
+            call = _unread(fallback_provider)
         if call is None:
             return wrapped(*args, **kwargs)
         if call is CHECKED_ELSEWHERE:
             return unchecked(lambda: wrapped(*args, **kwargs))
         for model in call.others:
             checked(call.provider, model, metadata, _nothing)
-        result = checked(
-            call.provider,
-            call.model,
-            metadata,
-            lambda: wrapped(*args, **kwargs),
-            meter,
-            (instance, args, kwargs),
-        )
+        if inside_checked.get():
+            result = wrapped(*args, **kwargs)
+        else:
+            estimate = None if estimate_of is None else partial(estimate_of, instance, args, kwargs)
+            spend = _begin(call.provider, call.model, metadata, estimate)
+            if spend is None and leaf:
+                result = wrapped(*args, **kwargs)
+            else:
+                result = _run(spend, meter, estimate, wrapped, args, kwargs)
         return carry(result, guarded=True) if deferred else result
 
     async def awrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        metadata = pop_usage_metadata(kwargs)
+        metadata = pop_usage_metadata(kwargs) if "usage_metadata" in kwargs else None
         call = read_call(describe, fallback_provider, instance, args, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
@@ -278,14 +336,16 @@ def guard(
             return await aunchecked(lambda: wrapped(*args, **kwargs))
         for model in call.others:
             await achecked(call.provider, model, metadata, _anothing)
-        result = await achecked(
-            call.provider,
-            call.model,
-            metadata,
-            lambda: wrapped(*args, **kwargs),
-            meter,
-            (instance, args, kwargs),
-        )
+        if inside_checked.get():
+            result = await wrapped(*args, **kwargs)
+        else:
+            estimate = None if estimate_of is None else partial(estimate_of, instance, args, kwargs)
+            merged = merged_metadata(metadata)
+            spend = await _abegin(merged, _model(call.model), call.provider, estimate)
+            if spend is None and leaf:
+                result = await wrapped(*args, **kwargs)
+            else:
+                result = await _arun(spend, meter, estimate, wrapped, args, kwargs)
         return carry(result, guarded=True) if deferred else result
 
     return awrapper if asynchronous else wrapper

@@ -19,14 +19,14 @@ import re
 import sys
 import threading
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any, Optional
+from types import FunctionType, ModuleType
+from typing import Any, Callable, Optional
 
 import wrapt
 
 from .._fork import renew_after_fork
 from ._base import Describe, Wrapper, guard
-from ._relay import relay_metadata
+from ._relay import relay_metadata, relaying
 from ._streams import Meter
 
 __all__ = ["HookStatus", "Instrumentor", "release"]
@@ -242,6 +242,14 @@ class Instrumentor:
         A ``required`` attribute is a funnel the hooks rely on: its absence is
         reported in :meth:`status` and warned about once.
         """
+        return self._replace(
+            owner, attribute, lambda original: wrapt.FunctionWrapper(original, wrapper), required
+        )
+
+    def _replace(
+        self, owner: Any, attribute: str, make: Callable[[Any], Any], required: bool = False
+    ) -> bool:
+        """Set ``owner.attribute`` to ``make(original)``; :meth:`uninstrument` puts it back."""
         own = getattr(owner, "__dict__", {})
         original = own.get(attribute)
         if original is None:
@@ -258,7 +266,7 @@ class Instrumentor:
         ):
             return True
         saved = original if attribute in own else _INHERITED  # before setattr changes ``own``
-        setattr(owner, attribute, wrapt.FunctionWrapper(original, wrapper))
+        setattr(owner, attribute, make(original))
         self._saved.append((owner, attribute, saved))
         return True
 
@@ -271,22 +279,42 @@ class Instrumentor:
         required: bool = False,
         deferred: bool = False,
         meter: Optional[Meter] = None,
+        leaf: bool = False,
     ) -> bool:
         """Check ``owner.attribute``'s costly calls, as ``describe`` tells them, before they run.
 
         ``deferred``: the method returns a lazy stream (see :func:`guard`).
         ``meter``: how the call's estimate and usage are read (see :class:`Meter`).
+        ``leaf``: no hooked method runs below this one (see :func:`guard`).
         """
         original = getattr(owner, attribute, None)
         asynchronous = inspect.iscoroutinefunction(original)
         wrapper = guard(
-            describe, self.provider, asynchronous=asynchronous, deferred=deferred, meter=meter
+            describe,
+            self.provider,
+            asynchronous=asynchronous,
+            deferred=deferred,
+            meter=meter,
+            leaf=leaf,
         )
         return self.wrap(owner, attribute, wrapper, required=required)
 
     def relay(self, owner: Any, attribute: str) -> bool:
-        """Let a public method accept ``usage_metadata=`` and hand it to the funnel below."""
-        return self.wrap(owner, attribute, relay_metadata)
+        """Let a public method accept ``usage_metadata=`` and hand it to the funnel below.
+
+        A plain function (a method as its class defines it, a module's function)
+        gets a plain function in its place (:func:`relaying`), which costs next
+        to nothing when no ``usage_metadata=`` is given; anything else (a bound
+        method, a static method) a wrapt layer, which binds as the original did.
+        """
+        return self._replace(owner, attribute, _relayer)
+
+
+def _relayer(original: Any) -> Any:
+    """What :meth:`Instrumentor.relay` installs (``type``: a wrapt proxy passes isinstance)."""
+    if type(original) is FunctionType:
+        return relaying(original)
+    return wrapt.FunctionWrapper(original, relay_metadata)
 
 
 #: saved in place of an original that the owner inherited rather than defined.

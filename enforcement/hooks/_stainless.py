@@ -25,9 +25,10 @@ than the request changed (an OpenAI-compatible server may refuse
 from __future__ import annotations
 
 import importlib
+import weakref
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Generic, Optional, TypeVar
 
 from .._usage import Estimate, Usage
 from ._base import Call
@@ -35,15 +36,65 @@ from ._estimate import CHARS_PER_TOKEN, estimate_from
 from ._instrumentor import Instrumentor
 from ._streams import Meter, Tally, count, field
 
-__all__ = ["EventTally", "PublicMethods", "StainlessInstrumentor", "usage_of"]
+__all__ = [
+    "EventTally",
+    "PerClient",
+    "PublicMethods",
+    "StainlessInstrumentor",
+    "usage_of",
+]
 
 #: (module, classes, methods): public methods that accept ``usage_metadata=``.
 PublicMethods = tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]
+_V = TypeVar("_V")
 
 
 def _options_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``request(cast_to, options, ...)``'s options: the method, path and JSON body."""
     return args[1] if len(args) > 1 else kwargs.get("options")
+
+
+class PerClient(Generic[_V]):
+    """A value worked out per client, kept while it lives and its base URL is the same object.
+
+    Keyed by ``id`` and checked against a weak reference, so a lookup builds
+    nothing (a ``WeakKeyDictionary`` makes a weak reference at each one, and
+    this runs on every request); an entry goes with its client. ``make``
+    works a value out; one ``keep`` refuses, or for a client that cannot be
+    weakly referenced, is worked out again at each lookup.
+    """
+
+    def __init__(
+        self,
+        make: Callable[[Any], _V],
+        keep: Callable[[_V], bool] = lambda value: True,
+        url_attribute: str = "_base_url",
+    ) -> None:
+        self._make, self._keep, self._url_attribute = make, keep, url_attribute
+        self._known: dict[int, tuple[weakref.ref[Any], Any, _V]] = {}
+
+    def of(self, client: Any) -> _V:
+        base_url = getattr(client, self._url_attribute, None)
+        known = self._known.get(id(client))
+        if known is not None and known[1] is base_url and known[0]() is client:
+            return known[2]
+        value = self._make(client)
+        if self._keep(value):
+            self._put(client, base_url, value)
+        return value
+
+    def _put(self, client: Any, base_url: Any, value: _V) -> None:
+        key = id(client)
+        try:
+            ref = weakref.ref(client, lambda dead: self._forget(key, dead))
+        except TypeError:
+            return
+        self._known[key] = (ref, base_url, value)
+
+    def _forget(self, key: int, dead: weakref.ref[Any]) -> None:
+        known = self._known.get(key)
+        if known is not None and known[0] is dead:
+            del self._known[key]
 
 
 # Request fields that make up the prompt, and those that cap the output.
@@ -193,8 +244,9 @@ class StainlessInstrumentor(Instrumentor):
 
     def patch(self, module: ModuleType) -> None:
         base = importlib.import_module(f"{self.module}._base_client")
-        self.hook(base.SyncAPIClient, "request", self.describe, required=True, meter=_METER)
-        self.hook(base.AsyncAPIClient, "request", self.describe, required=True, meter=_METER)
+        # ``leaf``: the funnel hands the request to httpx, where no hook runs.
+        for client in (base.SyncAPIClient, base.AsyncAPIClient):
+            self.hook(client, "request", self.describe, required=True, meter=_METER, leaf=True)
         self._wrap_public_methods()
 
     def _wrap_public_methods(self) -> None:

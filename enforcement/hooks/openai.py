@@ -26,12 +26,12 @@ from __future__ import annotations
 import os
 import re
 import urllib.parse
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Optional
 
 from .._providers import AZURE, OLLAMA, OPENAI, PERPLEXITY, XAI
-from ._stainless import PublicMethods, StainlessInstrumentor
+from ._base import Call
+from ._stainless import PerClient, PublicMethods, StainlessInstrumentor
 
 __all__ = ["COSTLY_PATHS", "INSTRUMENTOR", "OpenAIInstrumentor", "provider_label", "url_label"]
 
@@ -88,15 +88,52 @@ _PUBLIC_METHODS: PublicMethods = (
 )
 
 
-def _costly(options: Any) -> bool:
-    method = getattr(options, "method", "")
-    url = getattr(options, "url", "")
-    return (
-        isinstance(method, str)
-        and method.lower() == "post"
-        and isinstance(url, str)
-        and COSTLY_PATHS.fullmatch(url) is not None
-    )
+def _posts(method: Any) -> bool:
+    """Whether a request's method is POST, however it is spelled."""
+    return isinstance(method, str) and method.lower() == "post"
+
+
+def _model_of(options: Any) -> Optional[str]:
+    """The model the method was given: the request body's ``model``."""
+    body = getattr(options, "json_data", None)
+    model = body.get("model") if type(body) is dict or isinstance(body, Mapping) else None
+    return model if isinstance(model, str) else None
+
+
+def _call_of(labels: _Labels, url: Any, model: Optional[str]) -> Optional[Call]:
+    """The :class:`Call` of a POST to ``url`` for ``model``; None when the path is free."""
+    if not isinstance(url, str) or COSTLY_PATHS.fullmatch(url) is None:
+        return None
+    chat = _CHAT_PATHS.fullmatch(url) is not None
+    return Call(labels.chat if chat else labels.other, model)
+
+
+class _Seen:
+    """One client's labels, and the answer for each (path, model) of its POSTs so far.
+
+    An answer is a pure function of the labels, the path and the model, so
+    the funnel asks two dictionaries per request instead of two regular
+    expressions, the labels and a new :class:`Call`.
+    """
+
+    __slots__ = ("answers", "labels")
+
+    def __init__(self, labels: _Labels) -> None:
+        self.labels = labels
+        self.answers: dict[tuple[str, Optional[str]], Optional[Call]] = {}
+
+    @classmethod
+    def of(cls, client: Any) -> _Seen:
+        return cls(_labels(client))
+
+    def keep(self) -> bool:
+        """False when the labels depend on ``AZURE_OPENAI_ENDPOINT``, read at each call."""
+        return self.labels.cacheable
+
+
+#: ``_Seen.answers``' bound per client: paths with ids in them must not grow it without end.
+_ANSWERS_KEPT = 256
+_UNSEEN = Call("")  # not CHECKED_ELSEWHERE: a distinct object
 
 
 class OpenAIInstrumentor(StainlessInstrumentor):
@@ -113,33 +150,34 @@ class OpenAIInstrumentor(StainlessInstrumentor):
 
     def __init__(self) -> None:
         super().__init__()
-        self._labels: weakref.WeakKeyDictionary[Any, tuple[Any, _Labels]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._seen: PerClient[_Seen] = PerClient(_Seen.of, _Seen.keep)
 
     def judge(self, client: Any, options: Any) -> Optional[tuple[str, Sequence[Optional[str]]]]:
         """The provider the client talks to (see :func:`provider_label`) and the body's model."""
-        if not _costly(options):
-            return None
-        body = getattr(options, "json_data", None)
-        model = body.get("model") if isinstance(body, Mapping) else None
-        labels = self._label(client)
-        chat = _CHAT_PATHS.fullmatch(getattr(options, "url", "")) is not None
-        return labels.chat if chat else labels.other, (model if isinstance(model, str) else None,)
+        call = self.describe(client, (None, options), {})
+        return None if call is None else (call.provider, (call.model,))
 
-    def _label(self, client: Any) -> _Labels:
-        """:func:`_labels`, remembered per client until its base URL changes."""
-        base_url = getattr(client, "_base_url", None)
-        try:
-            known = self._labels.get(client)
-        except TypeError:  # not weak-referenceable or not hashable: work it out each time
-            return _labels(client)
-        if known is not None and known[0] is base_url:
-            return known[1]
-        labels = _labels(client)
-        if labels.cacheable:
-            self._labels[client] = (base_url, labels)
-        return labels
+    def describe(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The funnel call ``request(cast_to, options, ...)``: its :class:`Call`, None when free.
+
+        Asked on every request, so a client's answers are remembered (see :class:`_Seen`).
+        """
+        options = args[1] if len(args) > 1 else kwargs.get("options")
+        method = getattr(options, "method", "")
+        if (type(method) is not str or method != "post") and not _posts(method):
+            return None
+        url = getattr(options, "url", "")
+        model = _model_of(options)
+        seen = self._seen.of(instance)
+        if type(url) is not str or (model is not None and type(model) is not str):
+            return _call_of(seen.labels, url, model)  # not a plain string: asked each time
+        key = (url, model)
+        call = seen.answers.get(key, _UNSEEN)
+        if call is _UNSEEN:
+            call = _call_of(seen.labels, url, model)
+            if len(seen.answers) < _ANSWERS_KEPT:
+                seen.answers[key] = call
+        return call
 
 
 class _Labels(NamedTuple):
