@@ -224,6 +224,13 @@ class Accruals:
         except Exception:
             return True  # a value we cannot read reaches every rule filed by it
 
+    def reaches_nothing(self, model: str, provider: str) -> bool:
+        """True when no rule can accrue a call to this pair, whatever its metadata."""
+        gate = self._gates.get((model, provider))
+        if gate is None:
+            gate = self._gate_for(model, provider)
+        return gate is not True and not gate and not self.departments
+
     def _odd_pair_gate(self, model: Any, provider: Any) -> _Gate:
         """A pair with a ``None`` (cached like any other) or something not text (never)."""
         if not cacheable_route(model, provider):

@@ -36,6 +36,7 @@ from ._callfacts import CallFacts
 from ._errors import UNINITIALIZED_MESSAGE, EnforcementUnavailableError
 from ._events import Listener
 from ._fork import renew_after_fork
+from ._pace import sharing
 from ._prices import PriceTable
 from ._refresher import Refresher
 from ._reporter import Reporter
@@ -215,10 +216,31 @@ class Engine:
 
         A call no rule can accrue (:meth:`RuleSet.may_accrue`, from the model,
         the provider and the raw metadata) is answered before any
-        :class:`CallFacts` is built for the hold.
+        :class:`CallFacts` is built for the hold; a call to a pair the rule
+        set leaves alone (:meth:`RuleSet.leaves_alone`), or one the check
+        would pass unread, does not ask :meth:`check` at all.
         """
-        self.check(usage_metadata, model=model, provider=provider)
-        spend, ruleset = self._spend, self._ruleset
+        if self._off():
+            return None
+        ruleset, spend = self._ruleset, self._spend
+        if (
+            ruleset is not None
+            and "check" not in self.__dict__  # a timed (or wrapped) check hears every call
+            and self._clock() <= self._fresh_until
+            and (spend is None or not spend.active)
+            and ruleset.leaves_alone(model, provider, spend is not None)
+        ):
+            return None  # neither the check nor local spend would look at this call
+        if (
+            ruleset is None
+            or not ruleset.quiet
+            or self._clock() > self._fresh_until
+            or (spend is not None and spend.active)
+            or "check" in self.__dict__
+        ):
+            self.check(usage_metadata, model=model, provider=provider)
+            ruleset = self._ruleset
+        # else: the check would pass without looking at the call, so it is not asked
         if spend is None or ruleset is None:
             return None
         try:
@@ -226,7 +248,7 @@ class Engine:
         except Exception:
             logger.debug("The accrual gate failed; asking the rules in full", exc_info=True)
             accrues = True
-        if not accrues or self._off():  # the gate first: it never builds the index
+        if not accrues:
             return None
         facts = CallFacts(usage_metadata, model, provider, self._environ)
         now = self._wall_clock()
@@ -252,21 +274,26 @@ class Engine:
     # -- installing rule sets -------------------------------------------------
 
     def _install(self, payload: Payload, source: str) -> RuleSet:
-        """Compile and swap in ``payload``; a new generation only when it changed."""
-        if self._spend is not None:
-            self._spend.observe(payload)  # the same rules compiled later are a later cut-off
-        current = self._ruleset
-        candidate = RuleSet(payload, self._generation + 1)
-        if current is not None and current.payload == candidate.payload:
-            self._refresher.retire(candidate)
-            return current
-        self._generation += 1
-        self._ruleset = candidate
-        self._source = source
-        self._installed_at = self._wall_clock()
-        self._reporter.forget_warnings(candidate)
-        self._refresher.retire(current)  # freed in slices, never by a check dropping it
-        return candidate
+        """Compile and swap in ``payload``; a new generation only when it changed.
+
+        The work (compile, compare, retire) shares the interpreter with the
+        callers' threads as it goes (:func:`._pace.sharing`).
+        """
+        with sharing():
+            if self._spend is not None:
+                self._spend.observe(payload)  # the same rules compiled later are a later cut-off
+            current = self._ruleset
+            candidate = RuleSet(payload, self._generation + 1)
+            if current is not None and current.payload == candidate.payload:
+                self._refresher.retire(candidate)
+                return current
+            self._generation += 1
+            self._ruleset = candidate
+            self._source = source
+            self._installed_at = self._wall_clock()
+            self._reporter.forget_warnings(candidate)
+            self._refresher.retire(current)  # freed in slices, never by a check dropping it
+            return candidate
 
     def _freshen(self, until: float) -> None:
         self._fresh_until = until

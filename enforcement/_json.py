@@ -26,7 +26,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
-from ._pace import pace
+from ._pace import pace, sharing
 
 __all__ = ["MAX_DEPTH", "TooDeep", "decode", "decode_keeping_rules", "encode_list"]
 
@@ -76,7 +76,8 @@ def decode_keeping_rules(body: bytes) -> tuple[Any, Optional[str]]:
             if _openers(body) > MAX_DEPTH and _deeper_than(value, MAX_DEPTH):
                 raise TooDeep(_TOO_DEEP)
             return value, None
-        return _decode_large(body)
+        with sharing():
+            return _decode_large(body)
     except RecursionError:
         raise TooDeep(_TOO_DEEP) from None
 

@@ -19,10 +19,14 @@ three times as long in wall time: the price of callers never waiting long.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
 import time
+from collections.abc import Iterator
 
-__all__ = ["HOLD", "pace"]
+__all__ = ["HOLD", "SHARED_SWITCH_INTERVAL", "pace", "sharing"]
 
 HOLD = 0.002  # seconds of this thread's CPU time between two naps
 # Long enough for a woken waiter to take the GIL: after a shorter one (a sleep of 0)
@@ -46,3 +50,66 @@ def pace() -> None:
         return
     time.sleep(_NAP)
     _since.cpu = _cpu()
+
+
+#: The switch interval while long work runs (:func:`sharing`), in seconds.
+SHARED_SWITCH_INTERVAL = 0.001
+
+
+class _Sharing:
+    """How many threads are inside :func:`sharing`, and the interval to put back.
+
+    Process state (the interpreter's switch interval is), so it lives here,
+    once; a forked child starts with none of it.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.saved = 0.0
+
+    def enter(self) -> None:
+        with self.lock:
+            if self.depth == 0:
+                self.saved = sys.getswitchinterval()
+                if self.saved > SHARED_SWITCH_INTERVAL:
+                    sys.setswitchinterval(SHARED_SWITCH_INTERVAL)
+            self.depth += 1
+
+    def leave(self) -> None:
+        with self.lock:
+            self.depth -= 1
+            if self.depth == 0 and sys.getswitchinterval() == SHARED_SWITCH_INTERVAL:
+                sys.setswitchinterval(self.saved)  # unless the application set its own meanwhile
+
+    def after_fork_in_child(self) -> None:
+        self.lock = threading.Lock()
+        if self.depth:
+            self.depth = 0
+            if sys.getswitchinterval() == SHARED_SWITCH_INTERVAL:
+                sys.setswitchinterval(self.saved)
+
+
+_sharing = _Sharing()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_sharing.after_fork_in_child)
+
+
+@contextlib.contextmanager
+def sharing() -> Iterator[None]:
+    """Long work (a take-in, an install) with the switch interval at a millisecond.
+
+    A nap (:func:`pace`) releases the GIL, but a caller the OS wakes late
+    finds it taken again and waits a whole switch interval more (5 ms by
+    default) for its turn. With the interval at
+    :data:`SHARED_SWITCH_INTERVAL` the caller's request is granted within a
+    millisecond of our work, and CPython hands the GIL over before this
+    thread may take it back. Process-wide while any thread is inside; the
+    application's own interval is put back after, unless it set another
+    meanwhile.
+    """
+    _sharing.enter()
+    try:
+        yield
+    finally:
+        _sharing.leave()

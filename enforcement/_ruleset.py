@@ -79,6 +79,10 @@ class Screen(enum.Enum):
     JUDGE = "judge"  # build the call's facts and judge it
 
 
+# RuleSet.leaves_alone's flags per (model, provider) pair.
+_UNJUDGED = 1  # no tripped rule can concern a call to the pair, whatever its metadata
+_UNACCRUED = 2  # no rule can accrue one
+
 PASSES: Final = Screen.PASSES
 JUDGE: Final = Screen.JUDGE
 Screened = Union[Screen, Verdict]
@@ -99,7 +103,9 @@ class RuleSet:
         "_by_email",
         "_by_id",
         "_compiled",
+        "_covers",
         "_fingerprint",
+        "_free_pairs",
         "_index_gate",
         "_personal_only",
         "_routes",
@@ -127,6 +133,7 @@ class RuleSet:
         self._accruals: Optional[Accruals] = None
         self._by_id: Optional[dict[str, int]] = None
         self._by_email: dict[str, Screened] = {}
+        self._free_pairs: dict[tuple[str, str], int] = {}
         tripped: list[CompiledRule] = []
         count = 0
         for position, raw in enumerate(payload.rules):
@@ -163,6 +170,14 @@ class RuleSet:
         # names and that holds no breached key passes on that alone.
         self._personal_only = not self.shadow and all(r.group is not None for r in self.active)
         self._index_gate = None if self._personal_only else self._filed_values()
+        # may_cover's answer when it does not depend on the pair (None: it does).
+        self._covers: Optional[Screen] = (
+            JUDGE
+            if self.has_departments or self.shadow
+            else (JUDGE if self.active else PASSES)
+            if not self.routed
+            else None
+        )
         if self.has_departments:
             self._by_id = self._index_ids()  # department verdicts look rules up by id
 
@@ -238,6 +253,38 @@ class RuleSet:
                 return bool(route.every.size)
         return True
 
+    def leaves_alone(self, model: Any, provider: Any, accruing: bool) -> bool:
+        """True when no call to this pair is judged or (``accruing``) held, whatever it says.
+
+        No tripped rule's model and provider rows hold for the pair, no
+        department or shadow verdict is served, and (``accruing``) no rule can
+        accrue it. Worked out once per pair of plain strings, so a hook's call
+        to a model nobody is over and nobody counts costs one dict lookup.
+        """
+        if type(model) is not str or type(provider) is not str:
+            return False
+        flags = self._free_pairs.get((model, provider))
+        if flags is None:
+            flags = self._free_flags(model, provider)
+        need = _UNJUDGED | _UNACCRUED if accruing else _UNJUDGED
+        return flags & need == need
+
+    def _free_flags(self, model: str, provider: str) -> int:
+        flags = 0
+        if self.quiet or not (self.has_departments or self.shadow or self._covers is JUDGE):
+            route = self._route_for(CallFacts(None, model, provider)) if self.routed else None
+            if route is None or not route.every.size:
+                flags |= _UNJUDGED
+        accruals = self._accruals
+        if accruals is None:
+            return flags  # accrual unknown until its index is built: not remembered
+        if accruals.reaches_nothing(model, provider):
+            flags |= _UNACCRUED
+        if len(self._free_pairs) >= ROUTE_CACHE_SIZE:
+            self._free_pairs.clear()
+        self._free_pairs[model, provider] = flags
+        return flags
+
     def may_concern(self, usage_metadata: Any, model: Any, provider: Any) -> bool:
         """:meth:`may_cover`, and False as well for a caller no per-person verdict names.
 
@@ -256,8 +303,10 @@ class RuleSet:
         when :meth:`judge` must look. Written flat: it runs on every call
         while anyone is over a limit.
         """
-        metadata = usage_metadata if type(usage_metadata) is dict else as_metadata(usage_metadata)
         if self._personal_only:
+            metadata = (
+                usage_metadata if type(usage_metadata) is dict else as_metadata(usage_metadata)
+            )
             keys = self._breached_keys
             if keys and holds_any_key(metadata, keys, self._breached_emails):
                 return JUDGE
@@ -271,17 +320,27 @@ class RuleSet:
                     return PASSES
             known = self._by_email.get(raw)
             return known if known is not None else self._remember_department_answer(raw)
+        cover = self._covers
+        if cover is None:  # may_cover, inline: the pair's route, before any metadata is read
+            route = (
+                self._routes.get((model, provider))
+                if (type(model) is str or model is None)
+                and (type(provider) is str or provider is None)
+                else None
+            )
+            cover = JUDGE if route is None or route.every.size else PASSES
         gate = self._index_gate
-        if gate is not None:
-            for names, values in gate:  # names_a_filed_value, inline
-                for name in names:
-                    value = metadata.get(name)
-                    if value is not None:
-                        if type(value) is not str or value in values:
-                            return JUDGE if self.may_cover(model, provider) else PASSES
-                        break
-            return PASSES
-        return JUDGE if self.may_cover(model, provider) else PASSES
+        if gate is None or cover is PASSES:
+            return cover
+        metadata = usage_metadata if type(usage_metadata) is dict else as_metadata(usage_metadata)
+        for names, values in gate:  # names_a_filed_value, inline
+            for name in names:  # first_set: the first key that is set is the value
+                value = metadata.get(name)
+                if value is not None:
+                    if type(value) is not str or value in values:
+                        return JUDGE
+                    break
+        return PASSES
 
     def _remember_department_answer(self, raw: str) -> Screened:
         """:meth:`screen`'s answer for an address no breached key names, worked out once."""

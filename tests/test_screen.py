@@ -103,3 +103,25 @@ def test_remembered_callers_are_bounded() -> None:
         assert ruleset.screen({"subscriber": {"email": f"u{i}@example.com"}}, None, None) is PASSES
     assert len(ruleset._by_email) <= 4096
     assert ruleset.screen({"subscriber": {"email": "X@y.z"}}, None, None) is JUDGE
+
+
+@pytest.mark.parametrize("chunk", range(5))
+def test_a_pair_left_alone_is_never_judged_or_accrued(chunk: int) -> None:
+    """``leaves_alone`` answers from the pair alone: every call to it must then pass untouched."""
+    left_alone = 0
+    for seed in range(chunk, PAYLOADS, 5):
+        generated = generate_payload(seed)
+        try:
+            payload = parse_payload(_wire(generated.rules, generated.maps))
+        except ValueError:
+            continue
+        ruleset = RuleSet(payload, 1)
+        ruleset.prepare_accounts()
+        for call in generate_calls(seed, generated, 15):
+            if not ruleset.leaves_alone(call.model, call.provider, True):
+                continue
+            left_alone += 1
+            facts = CallFacts(call.metadata, call.model, call.provider)
+            assert ruleset.judge(facts, NOW) is None, (seed, call.summary())
+            assert ruleset.accounts(facts, NOW) == (), (seed, call.summary())
+    assert left_alone > 50

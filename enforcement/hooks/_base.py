@@ -40,9 +40,10 @@ from typing import Any, Callable, NamedTuple, Optional, TypeVar
 
 from .._default import _default
 from .._engine import Engine
+from .._metadata import _scope
 from .._usage import Estimate, Spend
 from ._reentry import aunchecked, inside_checked, unchecked
-from ._relay import carry, merged_metadata, pop_usage_metadata
+from ._relay import _relayed, carry, merged_metadata, pop_usage_metadata
 from ._streams import Meter, settle, settle_from
 
 __all__ = [
@@ -318,7 +319,16 @@ def guard(
             result = wrapped(*args, **kwargs)
         else:
             estimate = None if estimate_of is None else partial(estimate_of, instance, args, kwargs)
-            spend = _begin(call.provider, call.model, metadata, estimate)
+            if metadata is None and _relayed.get() is None:  # _begin, inline: nothing to merge
+                model = call.model
+                spend = (_hooked.engine or _default.get()).begin(
+                    _scope.get(),
+                    model=model if type(model) is str else _model(model),
+                    provider=call.provider,
+                    estimate=estimate,
+                )
+            else:
+                spend = _begin(call.provider, call.model, metadata, estimate)
             if spend is None and leaf:
                 result = wrapped(*args, **kwargs)
             else:

@@ -167,7 +167,10 @@ class OpenAIInstrumentor(StainlessInstrumentor):
         if (type(method) is not str or method != "post") and not _posts(method):
             return None
         url = getattr(options, "url", "")
-        model = _model_of(options)
+        body = getattr(options, "json_data", None)
+        model = body.get("model") if type(body) is dict else None  # _model_of, inline
+        if type(model) is not str:
+            model = _model_of(options)
         seen = self._seen.of(instance)
         if type(url) is not str or (model is not None and type(model) is not str):
             return _call_of(seen.labels, url, model)  # not a plain string: asked each time

@@ -6,6 +6,7 @@ Patching an SDK is process-wide, so every test that instruments gets
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
@@ -92,9 +93,11 @@ class RecordingEngine(Engine):
         self.estimates: list[Estimate] = []
         self.settled: list[Optional[Usage]] = []
         self.holding = False
+        self._beginning = threading.local()
 
     def check(self, *args: Any, **kwargs: Any) -> None:
-        self.seen.append((kwargs.get("model"), kwargs.get("provider")))
+        if not getattr(self._beginning, "on", False):  # begin recorded it (and may not check)
+            self.seen.append((kwargs.get("model"), kwargs.get("provider")))
         super().check(*args, **kwargs)
 
     def begin(
@@ -105,7 +108,12 @@ class RecordingEngine(Engine):
         provider: Optional[str] = None,
         estimate: Optional[Callable[[], Estimate]] = None,
     ) -> Optional[Spend]:
-        spend = super().begin(usage_metadata, model=model, provider=provider, estimate=estimate)
+        self.seen.append((model, provider))
+        self._beginning.on = True
+        try:
+            spend = super().begin(usage_metadata, model=model, provider=provider, estimate=estimate)
+        finally:
+            self._beginning.on = False
         self.begun.append((model, provider))
         if not self.holding:
             return spend
