@@ -9,10 +9,11 @@ is seen and every time after.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Optional
 
 import pytest
-from compat.generate import generate_calls, generate_payload
+from compat.generate import Call, generate_calls, generate_payload
 
 from enforcement._callfacts import CallFacts
 from enforcement._ruleset import JUDGE, PASSES, RuleSet, Verdict
@@ -51,17 +52,22 @@ def _screened(ruleset: RuleSet, facts: CallFacts) -> Optional[Verdict]:
     return ruleset.judge(facts, NOW) if screened is JUDGE else screened
 
 
-@pytest.mark.parametrize("chunk", range(5))
-def test_the_screen_gives_the_verdict_judging_everything_gives(chunk: int) -> None:
-    checked = 0
+def _generated(chunk: int) -> Iterator[tuple[int, RuleSet, list[Call]]]:
+    """Every fifth payload of the differential generator, from ``chunk``, with its calls."""
     for seed in range(chunk, PAYLOADS, 5):
         generated = generate_payload(seed)
         try:
             payload = parse_payload(_wire(generated.rules, generated.maps))
         except ValueError:
             continue
-        ruleset = RuleSet(payload, 1)
-        for call in generate_calls(seed, generated, 15):
+        yield seed, RuleSet(payload, 1), generate_calls(seed, generated, 15)
+
+
+@pytest.mark.parametrize("chunk", range(5))
+def test_the_screen_gives_the_verdict_judging_everything_gives(chunk: int) -> None:
+    checked = 0
+    for seed, ruleset, calls in _generated(chunk):
+        for call in calls:
             facts = CallFacts(call.metadata, call.model, call.provider)
             expected = _shape(ruleset.judge(facts, NOW))
             for _ in range(2):  # the second time from what the screen remembered
@@ -109,15 +115,9 @@ def test_remembered_callers_are_bounded() -> None:
 def test_a_pair_left_alone_is_never_judged_or_accrued(chunk: int) -> None:
     """``leaves_alone`` answers from the pair alone: every call to it must then pass untouched."""
     left_alone = 0
-    for seed in range(chunk, PAYLOADS, 5):
-        generated = generate_payload(seed)
-        try:
-            payload = parse_payload(_wire(generated.rules, generated.maps))
-        except ValueError:
-            continue
-        ruleset = RuleSet(payload, 1)
+    for seed, ruleset, calls in _generated(chunk):
         ruleset.prepare_accounts()
-        for call in generate_calls(seed, generated, 15):
+        for call in calls:
             if not ruleset.leaves_alone(call.model, call.provider, True):
                 continue
             left_alone += 1
