@@ -26,7 +26,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from ._pace import pace
 
@@ -94,11 +94,12 @@ class Retirer:
                     self._held.append(box)  # a check still holds it: next time
                     continue
                 try:
-                    if not _take_apart(box):
-                        self._held.append(box)
-                        continue
+                    left = _take_apart(box)
                 except Exception:  # never a reason for a refresh or an install to fail
                     continue  # dropped: freed like any rule set
+                if left is not None:
+                    self._held.append(left)  # its payload, still held elsewhere: next time
+                    continue
                 freed += 1
         finally:
             self._lock.release()
@@ -113,23 +114,30 @@ class Retirer:
         self._lock = threading.Lock()
 
 
-def _take_apart(box: list[Any]) -> bool:
-    """Empty the rule set in ``box`` (held by the box alone) and its payload, then drop it.
+def _take_apart(box: list[Any]) -> Optional[list[Any]]:
+    """Empty the rule set in ``box`` (held by the box alone), then its payload; drop them.
 
-    False, and nothing touched, while another holder keeps its payload: a
-    payload a caller of the install still holds is freed next time.
+    The rule set goes first, and with it what only it held (its accrual
+    index refers to the payload too). A payload someone else still holds (a
+    caller of the install) is returned in a box of its own, to be taken
+    apart next time; a box holding a payload alone is that payload's turn.
     """
-    ruleset = box[0]
-    payload_box = [getattr(ruleset, "payload", None)]
-    del ruleset
-    payload_held_elsewhere = payload_box[0] is not None and _refs(payload_box) > _ALONE + 1
-    if payload_held_elsewhere:
-        return False
+    if not hasattr(box[0], "generation"):  # a payload left over from an earlier turn
+        return _take_apart_payload(box)
+    payload_box = [getattr(box[0], "payload", None)]
     _empty_parts(box, _RULESET_PARTS)
-    box.clear()  # what is left of the rule set is small; its payload is payload_box's alone
-    _empty_parts(payload_box, _PAYLOAD_PARTS)
-    payload_box.clear()
-    return True
+    box.clear()
+    return _take_apart_payload(payload_box)
+
+
+def _take_apart_payload(box: list[Any]) -> Optional[list[Any]]:
+    if box[0] is None:
+        return None
+    if _refs(box) > _ALONE:
+        return box
+    _empty_parts(box, _PAYLOAD_PARTS)
+    box.clear()
+    return None
 
 
 def _empty_parts(owner_box: list[Any], names: tuple[str, ...]) -> None:

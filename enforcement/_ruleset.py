@@ -553,7 +553,8 @@ class RuleSet:
         """Build the accrual index now (off a caller's thread) rather than on first use."""
         accruals = self._accruals
         if accruals is None:
-            accruals = self._accruals = Accruals(self.payload, self._compile_at)
+            compile_at = _CompileAt(self._compiled, self.payload.rules)
+            accruals = self._accruals = Accruals(self.payload, compile_at)
         return accruals
 
     def accounts(self, facts: CallFacts, now: float) -> tuple[Account, ...]:
@@ -580,3 +581,24 @@ class RuleSet:
     def explain(self, facts: CallFacts, now: float) -> list[RuleVerdict]:
         """Every rule's view of the call, in payload order."""
         return [rule.explain(facts, now) for rule in self.rules]
+
+
+class _CompileAt:
+    """:meth:`RuleSet._compile_at` for the accrual index, with no reference back to the rule set.
+
+    A bound method would make a cycle (rule set, index, method, rule set):
+    then only a full collection, not reference counting, would free a
+    replaced 10,000-rule set and its payload.
+    """
+
+    __slots__ = ("_compiled", "_rules")
+
+    def __init__(self, compiled: dict[int, CompiledRule], rules: list[Any]) -> None:
+        self._compiled, self._rules = compiled, rules
+
+    def __call__(self, position: int) -> CompiledRule:
+        compiled = self._compiled
+        rule = compiled.get(position)
+        if rule is None:
+            rule = compiled.setdefault(position, CompiledRule(position, self._rules[position]))
+        return rule

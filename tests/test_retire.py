@@ -156,3 +156,17 @@ def test_each_refresh_leaves_nothing_retired_behind(
         server.set_rules([{"ruleId": 1, "name": "cap", "breached": True}])
         assert engine.refresh()
         engine.check({}, model="gpt-4o")
+
+
+def test_a_rule_set_with_its_accrual_index_is_taken_apart(engine: Engine) -> None:
+    """The accrual index (built after each install by the poller) refers to the payload too."""
+    freed_on: list[str] = []
+    engine.load_payload({"rules": markers(freed_on)})
+    ruleset = engine._ruleset
+    assert ruleset is not None
+    ruleset.prepare_accounts()
+    del ruleset
+    engine.load_payload({"rules": []})
+    engine._refresher._retirer.collect()  # what the poller does after each refresh
+    assert len(freed_on) == 3 * SLICE + 5
+    assert len(engine._refresher._retirer) == 0
