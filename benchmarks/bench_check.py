@@ -340,13 +340,14 @@ GATE_PAYLOADS = {
 
 
 def gate_rows(rounds: int) -> list[Result]:
-    """What the engine does today for a steady-state caller, against ``RuleSet.may_concern``.
+    """The rule set's share of a steady-state check: judged in full, against the screen.
 
-    Today: ``may_cover``, a ``CallFacts`` and ``evaluate``; with the gate the
-    engine would ask ``may_concern`` first and stop there for these callers.
+    In full: ``may_cover``, a ``CallFacts`` and ``evaluate``; what
+    ``Engine.check`` asks instead is ``RuleSet.screen``, which answers these
+    callers from the raw metadata.
     """
     from enforcement._callfacts import CallFacts
-    from enforcement._ruleset import RuleSet
+    from enforcement._ruleset import PASSES, RuleSet
 
     absent = {**CALLER, "subscriber": {"id": "user-42"}}
     results = []
@@ -360,13 +361,13 @@ def gate_rows(rounds: int) -> list[Result]:
             )
 
         def gated(ruleset: RuleSet = ruleset, caller: Mapping[str, Any] = caller) -> object:
-            return ruleset.may_concern(caller, "gpt-4o", "openai")
+            return ruleset.screen(caller, "gpt-4o", "openai")
 
-        assert not today() and not gated()
+        assert not today() and gated() is PASSES
         results.append(
             compare(f"rule set, steady {name}: CallFacts + evaluate", today, None, rounds)
         )
-        results.append(compare(f"rule set, steady {name}: may_concern", gated, None, rounds))
+        results.append(compare(f"rule set, steady {name}: screen", gated, None, rounds))
     return results
 
 

@@ -165,7 +165,7 @@ class Engine:
                     if verdict is not None:
                         error = verdict.error
                         report = self._reporter.report
-                        report(ruleset, verdict, usage_metadata, model, provider, now)
+                        report(verdict, usage_metadata, model, provider, now)
             except Exception:
                 logger.debug(
                     "Enforcement check failed unexpectedly; letting the call through",
@@ -180,7 +180,7 @@ class Engine:
             now = self._wall_clock()
             local = spend.over(ruleset, facts, now)
             if local is not None and local.error is not None:
-                self._reporter.report(ruleset, local, usage_metadata, model, provider, now)
+                self._reporter.report(local, usage_metadata, model, provider, now)
                 raise local.error
 
     async def acheck(
@@ -254,7 +254,7 @@ class Engine:
         now = self._wall_clock()
         held, verdict = spend.hold(ruleset, facts, estimate, now)
         if verdict is not None:
-            self._reporter.report(ruleset, verdict, usage_metadata, model, provider, now)
+            self._reporter.report(verdict, usage_metadata, model, provider, now)
             if verdict.error is not None:
                 raise verdict.error
         return held

@@ -151,7 +151,6 @@ class Reporter:
 
     def report(
         self,
-        ruleset: RuleSet,
         verdict: Verdict,
         metadata: Optional[Mapping[str, Any]],
         model: Any,
