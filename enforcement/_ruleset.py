@@ -318,6 +318,8 @@ class RuleSet:
                 raw = raw_caller_email(metadata)
                 if raw is None:
                     return PASSES
+                if type(raw) is not str:  # a str subclass's hash and equality are its own
+                    return self._department_answer(stored_email(raw))
             known = self._by_email.get(raw)
             return known if known is not None else self._remember_department_answer(raw)
         cover = self._covers

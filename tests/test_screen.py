@@ -125,3 +125,20 @@ def test_a_pair_left_alone_is_never_judged_or_accrued(chunk: int) -> None:
             assert ruleset.judge(facts, NOW) is None, (seed, call.summary())
             assert ruleset.accounts(facts, NOW) == (), (seed, call.summary())
     assert left_alone > 50
+
+
+def test_an_address_that_is_a_str_subclass_is_answered_but_never_remembered() -> None:
+    class Odd(str):
+        def __hash__(self) -> int:
+            return hash("dev@example.com")
+
+        def __eq__(self, other: object) -> bool:
+            return True
+
+    ruleset = RuleSet(
+        parse_payload({"rules": [], "departmentBudgetBlocks": {"blocked@example.com": 1}}), 1
+    )
+    assert ruleset.screen({"subscriber": {"email": "dev@example.com"}}, None, None) is PASSES
+    odd = Odd("blocked@example.com")
+    assert ruleset.screen({"subscriber": {"email": odd}}, None, None) is JUDGE
+    assert len(ruleset._by_email) == 1
