@@ -154,18 +154,16 @@ class Engine:
             error = None
             try:
                 screened = ruleset.screen(usage_metadata, model, provider)
-                if screened is not PASSES:
-                    now: Optional[float] = None  # read for a judge only (or for listeners)
-                    if screened is JUDGE:
-                        now = self._wall_clock()
-                        facts = CallFacts(usage_metadata, model, provider, self._environ)
-                        verdict = ruleset.judge(facts, now)
-                    else:
-                        verdict = screened
+                if screened is JUDGE:
+                    now = self._wall_clock()
+                    facts = CallFacts(usage_metadata, model, provider, self._environ)
+                    verdict = ruleset.judge(facts, now)
                     if verdict is not None:
                         error = verdict.error
                         report = self._reporter.report
                         report(verdict, usage_metadata, model, provider, now)
+                elif screened is not PASSES:  # a warn tier's remembered verdict: nothing to raise
+                    self._reporter.remembered(screened, usage_metadata, model, provider)
             except Exception:
                 logger.debug(
                     "Enforcement check failed unexpectedly; letting the call through",

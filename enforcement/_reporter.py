@@ -185,6 +185,22 @@ class Reporter:
                 error, callers, model, provider, self._wall_clock() if now is None else now
             )
 
+    def remembered(
+        self, verdict: Verdict, metadata: Optional[Mapping[str, Any]], model: Any, provider: Any
+    ) -> None:
+        """:meth:`report` for a verdict the rule set remembered: warn tiers only, nothing refused.
+
+        Counted and warned about once without the general walk; with a
+        listener, reported in full.
+        """
+        if self.dispatcher.listeners:
+            self.report(verdict, metadata, model, provider)
+            return
+        for notice in verdict.notices:
+            self.counters["warn_tier"] += 1
+            if notice not in self._warned_callers:
+                self._first_warn_tier(notice)
+
     def _hear(self, kind: str, notice: Notice) -> bool:
         """Log and count one notice (a warn tier's aside); False when it is no decision."""
         rule = notice.rule

@@ -49,7 +49,11 @@ def _screened(ruleset: RuleSet, facts: CallFacts) -> Optional[Verdict]:
     screened = ruleset.screen(facts.metadata, facts.model, facts.provider)
     if screened is PASSES:
         return None
-    return ruleset.judge(facts, NOW) if screened is JUDGE else screened
+    if screened is JUDGE:
+        return ruleset.judge(facts, NOW)
+    # What Reporter.remembered relies on: a remembered verdict is warn tiers, nothing refused.
+    assert screened.error is None and {n.kind for n in screened.notices} == {"warn_tier"}
+    return screened
 
 
 def _generated(chunk: int) -> Iterator[tuple[int, RuleSet, list[Call]]]:
