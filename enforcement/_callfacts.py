@@ -225,14 +225,6 @@ def raw_caller_email(metadata: Mapping[str, Any]) -> Optional[str]:
     return flat if isinstance(flat, str) and flat else None
 
 
-def _first_email(candidates: tuple[Any, Any]) -> Optional[str]:
-    for raw in candidates:
-        email = _stored(raw)
-        if isinstance(email, str) and email:
-            return normalize_email(email) or None
-    return None
-
-
 class CallFacts:
     """One call's model, provider and metadata, each derived value computed once."""
 
@@ -320,7 +312,7 @@ class CallFacts:
 
     def caller_email(self) -> Optional[str]:
         """The normalized address department maps are keyed by: nested wins over flat."""
-        return _first_email(self._emails())
+        return caller_email(self.metadata)
 
     def credential(self) -> dict[str, Any]:
         if self._credential is _UNSET:

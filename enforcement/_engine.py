@@ -221,24 +221,21 @@ class Engine:
         if self._off():
             return None
         ruleset, spend = self._ruleset, self._spend
-        if (
-            ruleset is not None
-            and "check" not in self.__dict__  # a timed (or wrapped) check hears every call
+        # Rules held and fresh, no local overspend to consult, and no timed (or
+        # wrapped) check that must hear every call: what the rule set says decides.
+        settled = (
+            "check" not in self.__dict__
             and self._clock() <= self._fresh_until
             and (spend is None or not spend.active)
-            and ruleset.leaves_alone(model, provider, spend is not None)
-        ):
-            return None  # neither the check nor local spend would look at this call
-        if (
-            ruleset is None
-            or not ruleset.quiet
-            or self._clock() > self._fresh_until
-            or (spend is not None and spend.active)
-            or "check" in self.__dict__
-        ):
+        )
+        asks_check = True
+        if settled and ruleset is not None:
+            if ruleset.leaves_alone(model, provider, spend is not None):
+                return None  # neither the check nor local spend would look at this call
+            asks_check = not ruleset.quiet  # a quiet set's check would pass without reading it
+        if asks_check:
             self.check(usage_metadata, model=model, provider=provider)
             ruleset = self._ruleset
-        # else: the check would pass without looking at the call, so it is not asked
         if spend is None or ruleset is None:
             return None
         try:

@@ -171,10 +171,7 @@ class Reporter:
         for notice in verdict.notices:
             kind = notice.kind
             if kind == "warn_tier":
-                # Inline: a caller in a warn tier reaches here on every call.
-                self.counters["warn_tier"] += 1
-                if notice not in self._warned_callers:
-                    self._first_warn_tier(notice)
+                self._warn_tier(notice)
             elif not self._hear(kind, notice):
                 continue
             if listening:
@@ -197,9 +194,13 @@ class Reporter:
             self.report(verdict, metadata, model, provider)
             return
         for notice in verdict.notices:
-            self.counters["warn_tier"] += 1
-            if notice not in self._warned_callers:
-                self._first_warn_tier(notice)
+            self._warn_tier(notice)
+
+    def _warn_tier(self, notice: Notice) -> None:
+        """Count a warn tier's notice; warn the first time this generation sees it."""
+        self.counters["warn_tier"] += 1
+        if notice not in self._warned_callers:
+            self._first_warn_tier(notice)
 
     def _hear(self, kind: str, notice: Notice) -> bool:
         """Log and count one notice (a warn tier's aside); False when it is no decision."""

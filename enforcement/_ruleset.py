@@ -243,15 +243,13 @@ class RuleSet:
         call's metadata, so a call to a model nobody is over for costs a dict
         lookup even while other callers or models are blocked.
         """
-        if self.has_departments or self.shadow:
-            return True
-        if not self.routed:
-            return bool(self.active)
-        if cacheable_route(model, provider):
-            route = self._routes.get((model, provider))
-            if route is not None:
-                return bool(route.every.size)
-        return True
+        cover = self._covers
+        return (cover if cover is not None else self._route_cover(model, provider)) is JUDGE
+
+    def _route_cover(self, model: Any, provider: Any) -> Screen:
+        """A routed rule set's answer for the pair: its cached route's, JUDGE until there is one."""
+        route = self._routes.get((model, provider)) if cacheable_route(model, provider) else None
+        return JUDGE if route is None or route.every.size else PASSES
 
     def leaves_alone(self, model: Any, provider: Any, accruing: bool) -> bool:
         """True when no call to this pair is judged or (``accruing``) held, whatever it says.
@@ -271,7 +269,7 @@ class RuleSet:
 
     def _free_flags(self, model: str, provider: str) -> int:
         flags = 0
-        if self.quiet or not (self.has_departments or self.shadow or self._covers is JUDGE):
+        if self._covers is not JUDGE:  # JUDGE for departments, shadow rules or unrouted rules
             route = self._route_for(CallFacts(None, model, provider)) if self.routed else None
             if route is None or not route.every.size:
                 flags |= _UNJUDGED
@@ -322,15 +320,9 @@ class RuleSet:
                     return self._department_answer(stored_email(raw))
             known = self._by_email.get(raw)
             return known if known is not None else self._remember_department_answer(raw)
-        cover = self._covers
-        if cover is None:  # may_cover, inline: the pair's route, before any metadata is read
-            route = (
-                self._routes.get((model, provider))
-                if (type(model) is str or model is None)
-                and (type(provider) is str or provider is None)
-                else None
-            )
-            cover = JUDGE if route is None or route.every.size else PASSES
+        cover = self._covers  # may_cover: the pair's route, before any metadata is read
+        if cover is None:
+            cover = self._route_cover(model, provider)
         gate = self._index_gate
         if gate is None or cover is PASSES:
             return cover
