@@ -19,9 +19,10 @@ its one IS or IN metadata row as a set, so a later call judges it in a probe.
 
 from __future__ import annotations
 
+import array
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable, Literal, NamedTuple, Optional, Union
 
 from ._callfacts import (
@@ -36,6 +37,8 @@ from ._filters import (
     CANDIDATE_DECIDED,
     CompiledFilter,
     FiledValues,
+    Filing,
+    RowKey,
     rows_hold,
     scan_filters,
 )
@@ -123,21 +126,39 @@ def rule_id_value(value: Any) -> Optional[int]:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-# A rule that can accrue: (position, metric, threshold, inclusive). Atoms only,
-# so a 10,000-rule index adds no objects a full collection keeps walking.
-_Record = tuple[int, str, float, bool]
+# A rule that can accrue is known by its position in the payload; its terms
+# (metric, threshold, inclusive) are kept in columns by position. Ints and
+# arrays of them, never a container per rule: a 10,000-rule index adds no
+# objects for the garbage collector to walk.
+_Record = int
+_Terms = tuple[str, float, bool]
 
 
-def _record(position: int, raw: dict[str, Any]) -> Optional[_Record]:
-    metric = accrual_metric(raw.get("metricType"))
-    inclusive = accrual_operator(raw.get("operatorType"))
+def _terms(raw: dict[str, Any], known: dict[tuple[str, str], tuple[Any, Any]]) -> Optional[_Terms]:
+    """A rule's terms; ``known`` remembers the metric and operator of each pair of names.
+
+    A rule set names a handful of metric and operator types among 10,000
+    rules, and reading one (``strip``, ``upper``, a regex) costs more than
+    the rest of the rule's terms.
+    """
+    metric_type, operator_type = raw.get("metricType"), raw.get("operatorType")
+    if type(metric_type) is str and type(operator_type) is str:
+        pair = known.get((metric_type, operator_type))
+        if pair is None:
+            pair = known[metric_type, operator_type] = (
+                accrual_metric(metric_type),
+                accrual_operator(operator_type),
+            )
+        metric, inclusive = pair
+    else:
+        metric, inclusive = accrual_metric(metric_type), accrual_operator(operator_type)
     raw_threshold = raw.get("threshold")
     if metric is None or inclusive is None or isinstance(raw_threshold, bool):
         return None
     threshold = coerce_float(raw_threshold)
     if threshold is None or not math.isfinite(threshold):
         return None
-    return position, metric, threshold, inclusive
+    return metric, threshold, inclusive
 
 
 # Per (model, provider): the filed values a call must name to reach a rule, or True
@@ -152,11 +173,14 @@ class Accruals:
     __slots__ = (
         "_compile",
         "_gates",
+        "_inclusive",
+        "_metrics",
         "_payload",
         "_pooled",
         "_routed",
         "_routes",
         "_sole_rows",
+        "_thresholds",
         "departments",
         "unrouted",
     )
@@ -165,20 +189,28 @@ class Accruals:
         self._payload = payload
         self._compile = compile_rule
         self.departments: dict[str, _Record] = {}
-        unrouted: list[tuple[Optional[CompiledFilter], _Record]] = []
-        self._routed: list[tuple[list[CompiledFilter], Optional[CompiledFilter], _Record]] = []
+        size = len(payload.rules)
+        # Each accruing rule's terms, by position (see _Record).
+        self._metrics: list[Optional[str]] = [None] * size
+        self._thresholds = array.array("d", bytes(8 * size))
+        self._inclusive = bytearray(size)
+        unrouted: list[tuple[Optional[Filing], _Record]] = []
+        self._routed = _RoutedRules()
+        shared_rows: dict[RowKey, CompiledFilter] = {}
+        known: dict[tuple[str, str], tuple[Any, Any]] = {}
         for position, raw in enumerate(payload.rules):
-            record = _record(position, raw) if isinstance(raw, dict) else None
-            if record is None:
+            terms = _terms(raw, known) if isinstance(raw, dict) else None
+            if terms is None:
                 continue
+            self._metrics[position], self._thresholds[position], self._inclusive[position] = terms
             if is_department_rule(raw):
-                self.departments[str(raw.get("ruleId") or raw.get("id"))] = record
+                self.departments[str(raw.get("ruleId") or raw.get("id"))] = position
                 continue
-            route, indexed = scan_filters(raw.get("filters"))
+            route, filing = scan_filters(raw.get("filters"), shared_rows)
             if route is None:
-                unrouted.append((indexed, record))
+                unrouted.append((filing, position))
             else:
-                self._routed.append((route, indexed, record))
+                self._routed.add(route, filing, position)
         self.unrouted = RecordIndex(unrouted)
         self._routes: dict[tuple[Any, Any], RecordIndex] = {}
         # Per (model, provider): what a call's raw metadata must name to reach a rule.
@@ -276,7 +308,7 @@ class Accruals:
         # Written out rather than in helpers: each call per record costs as much as its test.
         pooled, sole_rows = self._pooled, self._sole_rows
         for record in records:
-            account = pooled.get(record[0])
+            account = pooled.get(record)
             if account is None:
                 account = self._covering(record, facts, now)
                 if account is not None:
@@ -287,7 +319,7 @@ class Accruals:
                 continue
             rule = account.rule
             if rule.reads_metadata:
-                sole = sole_rows.get(record[0])
+                sole = sole_rows.get(record)
                 try:
                     value = facts.value(sole[0]) if sole is not None else None
                 except Exception:
@@ -324,19 +356,14 @@ class Accruals:
         )
         index = self._routes.get(key) if cacheable else None
         if index is None:
-            index = RecordIndex(
-                (indexed, record)
-                for route, indexed, record in self._routed
-                if rows_hold(route, facts)
-            )
+            index = RecordIndex(self._routed.holding(facts))
             if cacheable:
                 if len(self._routes) >= _ROUTE_CACHE_SIZE:
                     self._routes.clear()
                 self._routes[key] = index
         return index
 
-    def _covering(self, record: _Record, facts: CallFacts, now: float) -> Optional[Account]:
-        position = record[0]
+    def _covering(self, position: _Record, facts: CallFacts, now: float) -> Optional[Account]:
         rule = self._compile(position)
         if rule.ended(now) or (rule.reads_metadata and not rule.covers_metadata(facts)):
             return None
@@ -346,22 +373,41 @@ class Accruals:
                 sole = _sole_row(rule)
                 if sole is not None:
                     self._sole_rows[position] = sole
-                account = self._pooled[position] = _account(rule, record, "", rule.current_value)
+                account = self._pooled[position] = self._account(
+                    rule, position, "", rule.current_value
+                )
             return account
         own = _own_entry(rule.group, facts.group_keys())
-        return None if own is None else _account(rule, record, *own)
+        return None if own is None else self._account(rule, position, *own)
 
     def _department_accounts(self, facts: CallFacts, now: float, into: list[Account]) -> None:
         email = facts.caller_email()
         if email is None:
             return
         for rule_id, balance in self._balances_of(email).items():
-            record = self.departments.get(str(rule_id))
-            if record is None:
+            position = self.departments.get(str(rule_id))
+            if position is None:
                 continue
-            rule = self._compile(record[0])
+            rule = self._compile(position)
             if not rule.ended(now) and _department_covers(rule, facts):
-                into.append(_account(rule, record, email, balance))
+                into.append(self._account(rule, position, email, balance))
+
+    def _account(
+        self, rule: CompiledRule, position: _Record, entry: str, base: Optional[float]
+    ) -> Account:
+        metric = self._metrics[position]
+        assert metric is not None  # only accruing rules are filed
+        return Account(
+            rule,
+            entry,
+            metric,
+            base or 0.0,
+            self._thresholds[position],
+            bool(self._inclusive[position]),
+            rule.window_end,
+            rule.blocks_action,
+            rule.shadow,
+        )
 
     def _balances_of(self, email: str) -> dict[int, float]:
         """The caller's balance per department rule: candidates first, then the block maps."""
@@ -394,20 +440,22 @@ class RecordIndex:
 
     __slots__ = ("_always", "_dimensions", "_single", "filed", "size")
 
-    def __init__(self, items: Iterable[tuple[Optional[CompiledFilter], _Record]]) -> None:
+    def __init__(self, items: Iterable[tuple[Optional[Filing], _Record]]) -> None:
         always: list[_Record] = []
         dimensions: dict[str, tuple[dict[str, list[_Record]], list[_Record]]] = {}
-        for row, record in items:
-            if row is None:
+        for filing, record in items:
+            if filing is None:
                 always.append(record)
                 continue
-            by_value, every = dimensions.setdefault(row.dimension, ({}, []))
+            dimension, keys = filing
+            by_value, every = dimensions.setdefault(dimension, ({}, []))
             every.append(record)
-            for key in dict.fromkeys(row.index_keys() or ()):
+            for key in keys:
                 by_value.setdefault(key, []).append(record)
-        self._always = tuple(always)
+        # Arrays of positions: a container the collector never tracks, one per value.
+        self._always = _positions(always)
         self._dimensions = tuple(
-            (name, {key: tuple(found) for key, found in by_value.items()}, tuple(every))
+            (name, {key: _positions(found) for key, found in by_value.items()}, _positions(every))
             for name, (by_value, every) in dimensions.items()
         )
         self.size = len(always) + sum(len(every) for _, _, every in self._dimensions)
@@ -447,9 +495,9 @@ class RecordIndex:
 def _filed_under(
     facts: CallFacts,
     dimension: str,
-    by_value: dict[str, tuple[_Record, ...]],
-    every: tuple[_Record, ...],
-) -> tuple[_Record, ...]:
+    by_value: dict[str, Sequence[_Record]],
+    every: Sequence[_Record],
+) -> Sequence[_Record]:
     """The records of one dimension this call's value can satisfy (as ``_filters._indexed``)."""
     try:
         actual = facts.value(dimension)
@@ -463,21 +511,6 @@ def _filed_under(
         if isinstance(actual, SubscriberEmail):
             actual = normalize_email(actual)
     return by_value.get(actual, ())
-
-
-def _account(rule: CompiledRule, record: _Record, entry: str, base: Optional[float]) -> Account:
-    _, metric, threshold, inclusive = record
-    return Account(
-        rule,
-        entry,
-        metric,
-        base or 0.0,
-        threshold,
-        inclusive,
-        rule.window_end,
-        rule.blocks_action,
-        rule.shadow,
-    )
 
 
 def _sole_row(rule: CompiledRule) -> Optional[tuple[str, frozenset[str]]]:
@@ -512,6 +545,60 @@ def _department_covers(rule: CompiledRule, facts: CallFacts) -> bool:
     if credential and credential != facts.metadata.get("subscriber_credential", ""):
         return False
     return rule.filters is None or rule.filters.hold(facts, False, CANDIDATE_DECIDED)
+
+
+def _positions(records: list[_Record]) -> Sequence[_Record]:
+    return array.array("q", records)
+
+
+class _RoutedRules:
+    """The accruing rules with model or provider rows, in columns rather than a tuple each.
+
+    A tuple per rule holding its filing and route would be 10,000 containers
+    for the collector to walk, and one holding tuples is untracked only on a
+    later pass. Each rule's route is a number into the shared routes (equal
+    rows are one object, so there are as many as distinct routes), and its
+    filing a dimension and either the one value of an IS row or a tuple.
+    """
+
+    __slots__ = ("_dimensions", "_keys", "_numbers", "_positions", "routes")
+
+    def __init__(self) -> None:
+        self.routes: list[tuple[CompiledFilter, ...]] = []
+        self._numbers: dict[tuple[CompiledFilter, ...], int] = {}
+        self._positions = array.array("q")
+        self._dimensions: list[Optional[str]] = []
+        self._keys: list[Union[str, tuple[str, ...]]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._positions)
+
+    def add(self, route: tuple[CompiledFilter, ...], filing: Optional[Filing], at: int) -> None:
+        number = self._numbers.setdefault(route, len(self.routes))
+        if number == len(self.routes):
+            self.routes.append(route)
+        self._positions.append(at)
+        self._positions.append(number)
+        if filing is None:
+            self._dimensions.append(None)
+            self._keys.append(())
+        else:
+            keys = filing[1]
+            self._dimensions.append(filing[0])
+            self._keys.append(keys[0] if len(keys) == 1 else keys)
+
+    def holding(self, facts: CallFacts) -> Iterator[tuple[Optional[Filing], _Record]]:
+        """Each rule whose route holds for the call's pair, filed as RecordIndex takes it."""
+        holds = [rows_hold(route, facts) for route in self.routes]
+        positions = self._positions
+        for index, (dimension, keys) in enumerate(zip(self._dimensions, self._keys)):
+            if holds[positions[2 * index + 1]]:
+                filing = None if dimension is None else (dimension, _as_tuple(keys))
+                yield filing, positions[2 * index]
+
+
+def _as_tuple(keys: Union[str, tuple[str, ...]]) -> tuple[str, ...]:
+    return (keys,) if isinstance(keys, str) else keys
 
 
 def _department_then_position(account: Account) -> tuple[bool, int]:

@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional
 import httpx
 
 from . import _inspection as inspection
+from . import _json as json_pieces
 from ._callfacts import CallFacts
 from ._errors import UNINITIALIZED_MESSAGE, EnforcementUnavailableError
 from ._events import Listener
@@ -278,10 +279,17 @@ class Engine:
             if self._spend is not None:
                 self._spend.observe(payload)  # the same rules compiled later are a later cut-off
             current = self._ruleset
-            candidate = RuleSet(payload, self._generation + 1)
-            if current is not None and current.payload == candidate.payload:
-                self._refresher.retire(candidate)
+            held = current.payload if current is not None else None
+            # Encoded first (unless the text shows nothing changed): two packed
+            # rule sets compare at memory speed, and the new one is kept so.
+            unchanged = held is not None and held.same_text(payload) and held == payload
+            kept = payload if unchanged else payload.packed()
+            if current is not None and (unchanged or held == kept):
+                self._refresher.retire(payload)
                 return current
+            candidate = RuleSet(payload, self._generation + 1, kept=kept)
+            if kept is not payload:  # kept encoded: the decoded rules are freed in slices
+                self._refresher.retire(payload)
             self._generation += 1
             self._ruleset = candidate
             self._source = source
@@ -296,9 +304,22 @@ class Engine:
     def load_payload(self, payload: Any) -> None:
         """Install a payload by hand (an offline rules file, a test), as if fetched.
 
+        ``payload`` is the decoded body, or the body itself (``bytes`` or
+        ``str``), which is then taken in as a fetched one is: decoded a piece
+        at a time, and freed in slices once compiled.
         Raises :class:`ValueError` for a body that is not a rules payload.
         """
-        self._install(parse_payload(payload), "local")
+        with sharing():
+            if isinstance(payload, (bytes, bytearray, str)):
+                body = payload.encode() if isinstance(payload, str) else bytes(payload)
+                payload = json_pieces.decode_keeping_rules(body)
+                parsed = parse_payload(*payload)
+            else:
+                parsed = parse_payload(payload)
+            del payload
+            self._install(parsed, "local")
+            del parsed
+            self._refresher.settle(prepare=not self._off())  # a switched off engine never pays
         self._fresh_until = float("inf")
         self._refresher.started = True
 

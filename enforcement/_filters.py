@@ -25,6 +25,8 @@ __all__ = [
     "CompiledFilters",
     "CoverIndex",
     "FiledValues",
+    "Filing",
+    "RowKey",
     "compile_filters",
     "indexable_row",
     "meta_rows_hold",
@@ -148,11 +150,15 @@ class CompiledFilter:
 
     def index_keys(self) -> Optional[list[str]]:
         """The values a call must carry for this row to hold, when an index can use them."""
-        if self.operator not in _INDEXED_OPERATORS or self.dimension not in INDEXED_DIMENSIONS:
-            return None
-        if self.dimension == "SUBSCRIBER":
-            return [*self.expected, *map(normalize_email, self.expected)]
-        return self.expected
+        return _index_keys(self.dimension, self.operator, self.expected)
+
+
+def _index_keys(dimension: str, operator: str, expected: list[str]) -> Optional[list[str]]:
+    if operator not in _INDEXED_OPERATORS or dimension not in INDEXED_DIMENSIONS:
+        return None
+    if dimension == "SUBSCRIBER":
+        return [*expected, *map(normalize_email, expected)]
+    return expected
 
 
 _ROUTE_DIMENSIONS = frozenset({"MODEL", "PROVIDER"})
@@ -181,7 +187,7 @@ class CompiledFilters:
 
 
 def _all_hold(
-    rows: list[CompiledFilter],
+    rows: Sequence[CompiledFilter],
     facts: CallFacts,
     ignore_case: bool = False,
     decided: frozenset[str] = frozenset(),
@@ -313,29 +319,47 @@ def indexable_row(filters: Optional[CompiledFilters]) -> Optional[CompiledFilter
     return None
 
 
-def scan_filters(raw: Any) -> tuple[Optional[list[CompiledFilter]], Optional[CompiledFilter]]:
-    """A rule's model and provider rows and its :func:`indexable_row`, from the wire form.
+# A row as atoms (dimension, operator, expected values): what equal rows share.
+RowKey = tuple[str, str, tuple[str, ...]]
+# The dimension and values a row files its rule under in an index, as atoms.
+Filing = tuple[str, tuple[str, ...]]
+
+
+def scan_filters(
+    raw: Any, shared: dict[RowKey, CompiledFilter]
+) -> tuple[Optional[tuple[CompiledFilter, ...]], Optional[Filing]]:
+    """A rule's model and provider rows and its :func:`indexable_row`'s filing, from the wire.
 
     What local accrual needs to file a rule, without compiling the rest of
     it: the same rows :func:`compile_filters` would keep, the others parsed
-    when a call first reaches the rule.
+    when a call first reaches the rule. Equal route rows are one object,
+    kept in ``shared``, and the filing is atoms: a 10,000-rule index then
+    holds a container per distinct row, not per rule, for the garbage
+    collector to walk.
     """
     if not isinstance(raw, list) or not raw:
         return None, None
-    route: Optional[list[CompiledFilter]] = None
-    indexed: Optional[CompiledFilter] = None
+    route: Optional[tuple[CompiledFilter, ...]] = None
+    filing: Optional[Filing] = None
     for entry in raw:
-        row = _compile_row(entry)
-        if row is None:
+        parsed = _parse_row(entry)
+        if parsed is None:
             continue
-        if row.dimension in _ROUTE_DIMENSIONS:
-            route = [row] if route is None else [*route, row]
-        elif indexed is None and row.index_keys() is not None:
-            indexed = row
-    return route, indexed
+        dimension, operator, expected = parsed
+        if dimension in _ROUTE_DIMENSIONS:
+            key = (dimension, operator, tuple(expected))
+            row = shared.get(key)
+            if row is None:
+                row = shared[key] = CompiledFilter(dimension, operator, expected)
+            route = (row,) if route is None else (*route, row)
+        elif filing is None:
+            keys = _index_keys(dimension, operator, expected)
+            if keys is not None:
+                filing = (dimension, tuple(dict.fromkeys(keys)))
+    return route, filing
 
 
-def rows_hold(rows: list[CompiledFilter], facts: CallFacts) -> bool:
+def rows_hold(rows: Sequence[CompiledFilter], facts: CallFacts) -> bool:
     """Whether every one of ``rows`` holds; anything unexpected keeps the rule applying."""
     return _all_hold(rows, facts)
 
@@ -359,6 +383,12 @@ def compile_filters(raw: Any) -> Optional[CompiledFilters]:
 
 
 def _compile_row(entry: Any) -> Optional[CompiledFilter]:
+    parsed = _parse_row(entry)
+    return None if parsed is None else CompiledFilter(*parsed)
+
+
+def _parse_row(entry: Any) -> Optional[tuple[str, str, list[str]]]:
+    """A wire row's dimension, operator and expected values; ``None`` when it excludes nothing."""
     if not isinstance(entry, dict):
         return None
     dimension, operator = entry.get("dimension"), entry.get("operator")
@@ -374,7 +404,7 @@ def _compile_row(entry: Any) -> Optional[CompiledFilter]:
         expected = [value] if isinstance(value, str) else []
     if not expected:
         return None
-    return CompiledFilter(dimension, operator, expected)
+    return dimension, operator, expected
 
 
 # -- PROVIDER ---------------------------------------------------------------

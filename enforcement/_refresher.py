@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import httpx
 
@@ -232,6 +232,8 @@ class Refresher:
         if payload is None:
             return
         ruleset = self._install(payload, "disk")
+        del payload
+        self._retirer.collect()  # the decoded rules, now held encoded: not kept till a fetch
         self._snapshot_file = rules_file
         meta = self.mirror.load_meta()
         if meta is not None and meta.rules_file == rules_file:
@@ -279,8 +281,7 @@ class Refresher:
         except Exception as problem:
             return self._record_unexpected(problem, interval)
         finally:
-            self._prepare_current()
-            self._retirer.collect()  # what the install could not take apart yet
+            self.settle()  # what the install could not take apart yet, then the accrual index
 
     def _prepare_current(self) -> None:
         """Build what local spend needs of the rules held, here rather than on a caller's thread."""
@@ -291,8 +292,11 @@ class Refresher:
             except Exception:
                 logger.debug("Preparing the rules for local spend failed", exc_info=True)
 
-    def retire(self, replaced: Optional[RuleSet]) -> None:
-        """A rule set was replaced (or not taken): free it in slices, not in one cascade.
+    def retire(self, replaced: Union[RuleSet, Payload, None]) -> None:
+        """Free a replaced (or not taken) rule set, or a payload done with, in slices.
+
+        A payload is done with once its rule set keeps the rules encoded, or
+        when it was the same as the rules held.
 
         Called by the engine's install, on the installing thread (the poller,
         or whoever loads rules by hand), never by a check. What the installer
@@ -304,6 +308,16 @@ class Refresher:
         self._retirer.collect()
         if self.settings.gc_freeze:
             keep_out_of_collections()
+
+    def settle(self, prepare: bool = True) -> None:
+        """After a take-in: free what it left, then (``prepare``) build what local spend needs.
+
+        In that order, so that the index is allocated where the decoded rules
+        were (see :meth:`RuleSet.prepare_accounts`).
+        """
+        self._retirer.collect()
+        if prepare:
+            self._prepare_current()
 
     def refresh_now(self) -> bool:
         """Fetch now on this thread (for tools and tests); True when rules were loaded."""

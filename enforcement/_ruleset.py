@@ -24,7 +24,7 @@ lives in :mod:`._accounts`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Final, Optional, Union
 
 from ._accounts import Account, Accruals, cacheable_route, rule_id_value
@@ -124,8 +124,7 @@ class RuleSet:
         "warnings",
     )
 
-    def __init__(self, payload: Payload, generation: int) -> None:
-        self.payload = payload
+    def __init__(self, payload: Payload, generation: int, kept: Optional[Payload] = None) -> None:
         self.generation = generation
         self._fingerprint: Optional[str] = None
         self._compiled: dict[int, CompiledRule] = {}
@@ -149,6 +148,9 @@ class RuleSet:
                 ) and can_trip(raw):
                     tripped.append(self._compile(position, raw))
         self.count = count
+        # Kept encoded from here on (``kept``, when the installer has packed it
+        # already); the decoded array is the installer's to free.
+        self.payload = kept if kept is not None else payload.packed()
         tripped = [r for r in tripped if r.can_trip and not r.is_department]
         self.active = tuple(r for r in tripped if not r.shadow)
         self.shadow = tuple(r for r in tripped if r.shadow)
@@ -178,22 +180,25 @@ class RuleSet:
             if not self.routed
             else None
         )
-        if self.has_departments:
-            self._by_id = self._index_ids()  # department verdicts look rules up by id
+        if self.has_departments:  # department verdicts look rules up by id
+            self._by_id = self._index_ids(payload.rules)  # read while decoded
 
     @property
     def by_id(self) -> dict[str, int]:
         """Each rule id's position, built when first asked (most rule sets never are)."""
         by_id = self._by_id
         if by_id is None:
-            by_id = self._by_id = self._index_ids()
+            by_id = self._by_id = self._index_ids(self.payload.rules)
         return by_id
 
-    def _index_ids(self) -> dict[str, int]:
+    @staticmethod
+    def _index_ids(rules: Sequence[Any]) -> dict[str, int]:
         # Positions, not rules: a str -> int map holds no container the
         # garbage collector has to traverse on every full collection.
         by_id: dict[str, int] = {}
-        for position, raw in self.raw_rules():
+        for position, raw in enumerate(rules):
+            if not isinstance(raw, dict):
+                continue
             key = raw.get("ruleId")
             if key is None:
                 key = raw.get("id")
@@ -544,7 +549,13 @@ class RuleSet:
     # -- local spend (CONTRACT §9) -------------------------------------------
 
     def prepare_accounts(self) -> Accruals:
-        """Build the accrual index now (off a caller's thread) rather than on first use."""
+        """Build the accrual index now (off a caller's thread) rather than on first use.
+
+        Built after the install, once the decoded rules are freed: it reads
+        a packed array a rule at a time (each decoded copy dies at once), so
+        what it keeps is allocated where the decoded rules were, and the
+        process's memory shrinks back instead of staying at the take-in's peak.
+        """
         accruals = self._accruals
         if accruals is None:
             compile_at = _CompileAt(self._compiled, self.payload.rules)
@@ -587,7 +598,7 @@ class _CompileAt:
 
     __slots__ = ("_compiled", "_rules")
 
-    def __init__(self, compiled: dict[int, CompiledRule], rules: list[Any]) -> None:
+    def __init__(self, compiled: dict[int, CompiledRule], rules: Sequence[Any]) -> None:
         self._compiled, self._rules = compiled, rules
 
     def __call__(self, position: int) -> CompiledRule:

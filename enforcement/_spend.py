@@ -32,6 +32,7 @@ import hashlib
 import logging
 import math
 import threading
+import weakref
 from typing import Any, Callable, Optional
 
 from ._accounts import Account
@@ -55,6 +56,10 @@ _UNLIMITED = math.inf
 _RECENT_BUCKETS = 256
 _BUCKET_CACHE_SIZE = 4096
 _NOTHING: tuple[None, None] = (None, None)  # hold()'s answer when nothing is held or said
+
+
+def _no_payload() -> None:
+    """What a dead weak reference gives: no payload observed yet."""
 
 
 class _Slot:
@@ -143,7 +148,9 @@ class LocalSpend:
         self._lock = threading.Lock()
         # Buckets by (rule, entry, server figure, unlimited): emptied by each new cut-off.
         self._bucket_cache: dict[tuple[Any, str, float, bool], Bucket] = {}
-        self._payload: Optional[Payload] = None
+        # The payload last observed, by weak reference: its decoded rules are
+        # freed once compiled, and holding them here would keep them all alive.
+        self._payload: Callable[[], Optional[Payload]] = _no_payload
         # The buckets calls were held on lately, for status(): bounded, oldest forgotten.
         self._recent: dict[str, tuple[Account, Bucket]] = {}
         # Counts the changes to _recent: a slot whose ``seen`` is current needs no write.
@@ -184,8 +191,8 @@ class LocalSpend:
         if since != self._since:
             self._since = since
             self.active = False
-        if payload is not self._payload:  # new rules or a later cut-off: new buckets
-            self._payload = payload
+        if payload is not self._payload():  # new rules or a later cut-off: new buckets
+            self._payload = weakref.ref(payload)
             self._bucket_cache = {}
             self._slots = {}
 

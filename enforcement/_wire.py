@@ -15,11 +15,13 @@ import datetime
 import hashlib
 import math
 import re
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from . import _json as json_pieces
 from ._pace import pace
+from ._packed import PackedRules, packed
 
 __all__ = [
     "Candidate",
@@ -60,7 +62,7 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
-def rules_fingerprint(rules: list[Any]) -> str:
+def rules_fingerprint(rules: Sequence[Any]) -> str:
     """The digest that binds a department-map snapshot to the rules it was cut from."""
     canonical = json_pieces.encode_list(rules, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
@@ -103,7 +105,7 @@ class Payload:
     and are not compared.
     """
 
-    rules: list[Any]
+    rules: Sequence[Any]  # a list as decoded, or PackedRules once compiled (see packed())
     blocks: dict[str, Any] = field(default_factory=dict)
     balances: dict[str, float] = field(default_factory=dict)
     warnings: dict[str, Any] = field(default_factory=dict)
@@ -121,12 +123,20 @@ class Payload:
     def empty(cls) -> Payload:
         return cls([])
 
+    def packed(self) -> Payload:
+        """This payload with a large rules array kept encoded (:mod:`._packed`); maps shared."""
+        rules = packed(self.rules)
+        return self if rules is self.rules else replace(self, rules=rules)
+
+    def same_text(self, other: Payload) -> bool:
+        """Whether both rules arrays came as the same text: then they are the same rules."""
+        return self.rules_text is not None and self.rules_text == other.rules_text
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Payload):
             return NotImplemented
-        same_text = self.rules_text is not None and self.rules_text == other.rules_text
         return (
-            (same_text or same_rules(self.rules, other.rules))
+            (self.same_text(other) or same_rules(self.rules, other.rules))
             and self.blocks == other.blocks
             and self.balances == other.balances
             and self.warnings == other.warnings
@@ -134,7 +144,7 @@ class Payload:
         )
 
 
-def same_rules(ours: list[Any], theirs: list[Any]) -> bool:
+def same_rules(ours: Sequence[Any], theirs: Sequence[Any]) -> bool:
     """``ours == theirs``, compared :data:`_COMPARE_SLICE` rules per C call.
 
     One ``==`` of two 10,000-rule lists holds the GIL for 10 ms or more; a
@@ -145,6 +155,8 @@ def same_rules(ours: list[Any], theirs: list[Any]) -> bool:
         return True
     if len(ours) != len(theirs):
         return False
+    if isinstance(ours, PackedRules) and isinstance(theirs, PackedRules):
+        return ours.same_as(theirs)
     for start in range(0, len(ours), _COMPARE_SLICE):
         end = start + _COMPARE_SLICE
         if ours[start:end] != theirs[start:end]:

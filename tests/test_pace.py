@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -66,7 +67,9 @@ def test_sharing_keeps_an_interval_the_application_set_meanwhile() -> None:
 
 
 def test_sharing_from_two_threads_restores_once_both_left() -> None:
+    """The switch interval and the paused collector alike."""
     before = sys.getswitchinterval()
+    assert gc.isenabled()
     inside, release = threading.Event(), threading.Event()
 
     def other() -> None:
@@ -78,23 +81,41 @@ def test_sharing_from_two_threads_restores_once_both_left() -> None:
     thread.start()
     inside.wait(5)
     with _pace.sharing():
-        pass
+        assert not gc.isenabled()
     assert sys.getswitchinterval() == _pace.SHARED_SWITCH_INTERVAL  # the other is still inside
+    assert not gc.isenabled()
     release.set()
     thread.join(5)
-    assert sys.getswitchinterval() == before
+    assert sys.getswitchinterval() == before and gc.isenabled()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_child_forked_while_sharing_gets_the_interval_back() -> None:
+def test_a_child_forked_while_sharing_gets_the_interval_and_the_collector_back() -> None:
     before = sys.getswitchinterval()
     read, write = os.pipe()
     with _pace.sharing():
         pid = os.fork()
-        if pid == 0:  # the child: report its interval and leave at once
-            os.write(write, repr(sys.getswitchinterval()).encode())
+        if pid == 0:  # the child: report its interval and collector and leave at once
+            os.write(write, f"{sys.getswitchinterval()!r} {gc.isenabled()}".encode())
             os._exit(0)
     os.waitpid(pid, 0)
     os.close(write)
-    assert float(os.read(read, 64)) == before
+    interval, collecting = os.read(read, 64).split()
+    assert float(interval) == before and collecting == b"True"
     os.close(read)
+
+
+def test_sharing_leaves_a_collector_the_application_stopped_stopped() -> None:
+    gc.disable()
+    try:
+        with _pace.sharing():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_sharing_starts_the_collector_again_after_an_error() -> None:
+    with pytest.raises(KeyError), _pace.sharing():
+        raise KeyError("x")
+    assert gc.isenabled() and sys.getswitchinterval() != _pace.SHARED_SWITCH_INTERVAL
