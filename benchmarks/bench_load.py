@@ -286,7 +286,7 @@ class _Swapper:
     def _run(self) -> None:
         while not self._stop.wait(0.1):
             started = time.perf_counter()
-            self.engine.load_payload(json_pieces.decode(self.bodies[self.swaps % 2]))
+            self.engine.load_payload(self.bodies[self.swaps % 2])  # taken in as a fetched body
             self.busy.append(time.perf_counter() - started)
             self.swaps += 1
 
@@ -517,6 +517,10 @@ def _rss_child(side: str, cache: str, how: str) -> None:
             check(CALLER, model="gpt-4o", provider="openai")
         except Exception:
             pass
+    if side == "ours":  # what the poller builds after each take-in: local spend's index
+        from enforcement._default import default_engine
+
+        default_engine()._refresher.settle()
     gc.collect()
     if how == "traced":
         print(tracemalloc.get_traced_memory()[0] / 2**20)
