@@ -561,12 +561,13 @@ class _RoutedRules:
     filing a dimension and either the one value of an IS row or a tuple.
     """
 
-    __slots__ = ("_dimensions", "_keys", "_numbers", "_positions", "routes")
+    __slots__ = ("_dimensions", "_keys", "_numbered", "_positions", "_route_numbers", "routes")
 
     def __init__(self) -> None:
         self.routes: list[tuple[CompiledFilter, ...]] = []
-        self._numbers: dict[tuple[CompiledFilter, ...], int] = {}
-        self._positions = array.array("q")
+        self._numbered: dict[tuple[CompiledFilter, ...], int] = {}
+        self._positions = array.array("q")  # each rule's position in the payload
+        self._route_numbers = array.array("q")  # and its route's, in routes
         self._dimensions: list[Optional[str]] = []
         self._keys: list[Union[str, tuple[str, ...]]] = []
 
@@ -574,11 +575,11 @@ class _RoutedRules:
         return bool(self._positions)
 
     def add(self, route: tuple[CompiledFilter, ...], filing: Optional[Filing], at: int) -> None:
-        number = self._numbers.setdefault(route, len(self.routes))
+        number = self._numbered.setdefault(route, len(self.routes))
         if number == len(self.routes):
             self.routes.append(route)
         self._positions.append(at)
-        self._positions.append(number)
+        self._route_numbers.append(number)
         if filing is None:
             self._dimensions.append(None)
             self._keys.append(())
@@ -590,11 +591,10 @@ class _RoutedRules:
     def holding(self, facts: CallFacts) -> Iterator[tuple[Optional[Filing], _Record]]:
         """Each rule whose route holds for the call's pair, filed as RecordIndex takes it."""
         holds = [rows_hold(route, facts) for route in self.routes]
-        positions = self._positions
-        for index, (dimension, keys) in enumerate(zip(self._dimensions, self._keys)):
-            if holds[positions[2 * index + 1]]:
-                filing = None if dimension is None else (dimension, _as_tuple(keys))
-                yield filing, positions[2 * index]
+        columns = zip(self._positions, self._route_numbers, self._dimensions, self._keys)
+        for position, number, dimension, keys in columns:
+            if holds[number]:
+                yield None if dimension is None else (dimension, _as_tuple(keys)), position
 
 
 def _as_tuple(keys: Union[str, tuple[str, ...]]) -> tuple[str, ...]:

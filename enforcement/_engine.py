@@ -280,11 +280,10 @@ class Engine:
                 self._spend.observe(payload)  # the same rules compiled later are a later cut-off
             current = self._ruleset
             held = current.payload if current is not None else None
-            # Encoded first (unless the text shows nothing changed): two packed
+            # Encoded first (the same text reuses the held rules): two packed
             # rule sets compare at memory speed, and the new one is kept so.
-            unchanged = held is not None and held.same_text(payload) and held == payload
-            kept = payload if unchanged else payload.packed()
-            if current is not None and (unchanged or held == kept):
+            kept = payload.packed(held)
+            if current is not None and current.payload == kept:
                 self._refresher.retire(payload)
                 return current
             candidate = RuleSet(payload, self._generation + 1, kept=kept)
@@ -312,11 +311,9 @@ class Engine:
         with sharing():
             if isinstance(payload, (bytes, bytearray, str)):
                 body = payload.encode() if isinstance(payload, str) else bytes(payload)
-                payload = json_pieces.decode_keeping_rules(body)
-                parsed = parse_payload(*payload)
+                parsed = parse_payload(*json_pieces.decode_keeping_rules(body))
             else:
                 parsed = parse_payload(payload)
-            del payload
             self._install(parsed, "local")
             del parsed
             self._refresher.settle(prepare=not self._off())  # a switched off engine never pays

@@ -233,7 +233,7 @@ class Refresher:
             return
         ruleset = self._install(payload, "disk")
         del payload
-        self._retirer.collect()  # the decoded rules, now held encoded: not kept till a fetch
+        self.settle(prepare=False)  # the decoded rules, now held encoded: not kept till a fetch
         self._snapshot_file = rules_file
         meta = self.mirror.load_meta()
         if meta is not None and meta.rules_file == rules_file:

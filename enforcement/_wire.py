@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from . import _json as json_pieces
-from ._pace import pace
-from ._packed import PackedRules, packed
+from ._packed import packed
+from ._packed import same_sequences as same_rules
 
 __all__ = [
     "Candidate",
@@ -46,7 +46,6 @@ _BALANCES_KEYS = ("departmentBudgetBlockBalances", "orgUnitBudgetBlockBalances")
 _WARNINGS_KEYS = ("departmentBudgetWarnings", "orgUnitBudgetWarnings")
 _CANDIDATES_KEYS = ("departmentBudgetCandidates",)
 _TIERS = frozenset({"BLOCK", "WARN"})
-_COMPARE_SLICE = 256  # rules compared per C call when two payloads are compared
 
 
 def normalize_email(email: str) -> str:
@@ -123,9 +122,13 @@ class Payload:
     def empty(cls) -> Payload:
         return cls([])
 
-    def packed(self) -> Payload:
-        """This payload with a large rules array kept encoded (:mod:`._packed`); maps shared."""
-        rules = packed(self.rules)
+    def packed(self, held: Optional[Payload] = None) -> Payload:
+        """This payload with a large rules array kept encoded (:mod:`._packed`); maps shared.
+
+        When ``held`` came as the same text, its rules (already kept as they
+        should be) are these rules: reused, not encoded again.
+        """
+        rules = held.rules if held is not None and held.same_text(self) else packed(self.rules)
         return self if rules is self.rules else replace(self, rules=rules)
 
     def same_text(self, other: Payload) -> bool:
@@ -142,27 +145,6 @@ class Payload:
             and self.warnings == other.warnings
             and self.candidates == other.candidates
         )
-
-
-def same_rules(ours: Sequence[Any], theirs: Sequence[Any]) -> bool:
-    """``ours == theirs``, compared :data:`_COMPARE_SLICE` rules per C call.
-
-    One ``==`` of two 10,000-rule lists holds the GIL for 10 ms or more; a
-    slice of them well under one, and :func:`._pace.pace` in between lets a
-    waiting caller in. Element by element, identity first, as ``list ==``.
-    """
-    if ours is theirs:
-        return True
-    if len(ours) != len(theirs):
-        return False
-    if isinstance(ours, PackedRules) and isinstance(theirs, PackedRules):
-        return ours.same_as(theirs)
-    for start in range(0, len(ours), _COMPARE_SLICE):
-        end = start + _COMPARE_SLICE
-        if ours[start:end] != theirs[start:end]:
-            return False
-        pace()
-    return True
 
 
 def coerce_float(value: Any) -> Optional[float]:

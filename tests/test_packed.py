@@ -180,3 +180,11 @@ def test_ten_thousand_rules_leave_the_collector_almost_nothing_to_track() -> Non
         assert engine._ruleset is not None and engine._ruleset.count == 10_000
     assert added < 1_000  # decoded and indexed as before, this was 50,000
     assert gc.isenabled()
+
+
+def test_the_same_text_reuses_the_rules_held_instead_of_encoding_them_again() -> None:
+    held = Payload(many(), rules_text="[the text]").packed()
+    again = Payload(many(), {"a@b.c": {"ruleId": 1}}, rules_text="[the text]")
+    assert again.packed(held).rules is held.rules and again.packed(held).blocks is again.blocks
+    other = Payload(many(), rules_text="[another text]")
+    assert other.packed(held).rules is not held.rules and other.packed(held) == held
